@@ -1,0 +1,128 @@
+"""MSR-net architecture description, shared by every part of the package.
+
+Nothing here imports torch or the compiled engine: the checkpoint loader, the
+PyTorch reference model, the C++ engine wrapper and the trainer all agree on
+parameter names and shapes through :func:`parameter_shapes`.
+
+The network (Shen et al., arXiv 1711.02488)::
+
+    f1: M_j = log(1 + v_j X) / log(1 + v_j), j = 1..n        (3n channels)
+        X1 = conv3x3(ReLU(conv1x1(concat(M))))               (3 channels)
+    f2: H_0 = X1, H_m = ReLU(conv3x3(H_{m-1})), m = 1..K     (width channels)
+        X2 = X1 - conv1x1(concat(H_1..H_K))                  (3 channels)
+    f3: Y = conv1x1(X2)                                      (3 channels)
+
+State-dict names (PyTorch convention, weight shape ``(out, in, kh, kw)``)::
+
+    f1.fuse.weight/bias     (f1_width, 3n, 1, 1)
+    f1.conv.weight/bias     (3, f1_width, 3, 3)
+    f2.convs.{m}.weight/bias  m = 0..K-1, (width, 3 or width, 3, 3)
+    f2.fuse.weight/bias     (3, K*width, 1, 1)
+    f3.weight/bias          (3, 3, 1, 1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+CHANNELS = 3  # the model works on RGB; gray data is replicated (see enhance)
+
+
+@dataclass(frozen=True)
+class MSRNetConfig:
+    """Hyper-parameters of one MSR-net; stored inside every checkpoint."""
+
+    log_bases: tuple[float, ...] = (1.0, 10.0, 100.0, 300.0)  # v_j, n = len
+    depth: int = 10  # K, number of 3x3 convolutions in f2
+    width: int = 32  # filters per f2 convolution
+    f1_width: int = 3  # channels after f1's 1x1 fusion
+
+    def __post_init__(self) -> None:
+        bases = tuple(float(v) for v in self.log_bases)
+        object.__setattr__(self, "log_bases", bases)
+        if not bases:
+            raise ValueError("log_bases must name at least one scale v_j")
+        if any(not (v > 0) for v in bases):
+            raise ValueError(f"log_bases must all be > 0, got {bases}")
+        for name in ("depth", "width", "f1_width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    @property
+    def n_scales(self) -> int:
+        return len(self.log_bases)
+
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels of context each output pixel depends on (one per 3x3 conv)."""
+        return 1 + self.depth
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["log_bases"] = list(self.log_bases)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "MSRNetConfig":
+        known = {"log_bases", "depth", "width", "f1_width"}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown MSR-net config keys: {sorted(unknown)}")
+        kwargs = dict(data)
+        if "log_bases" in kwargs:
+            kwargs["log_bases"] = tuple(kwargs["log_bases"])
+        return cls(**kwargs)
+
+    def flops_per_pixel(self) -> int:
+        """Multiply-adds x2 of one forward pass, per output pixel."""
+        n3, c, w, k, f = 3 * self.n_scales, CHANNELS, self.width, self.depth, self.f1_width
+        macs = n3 * f + f * c * 9  # f1
+        macs += c * w * 9 + (k - 1) * w * w * 9 + k * w * c  # f2
+        macs += c * c  # f3
+        return 2 * macs
+
+
+def parameter_shapes(config: MSRNetConfig) -> dict[str, tuple[int, ...]]:
+    """Every state-dict entry of an MSR-net with this config, in forward order."""
+    c, w = CHANNELS, config.width
+    shapes: dict[str, tuple[int, ...]] = {
+        "f1.fuse.weight": (config.f1_width, c * config.n_scales, 1, 1),
+        "f1.fuse.bias": (config.f1_width,),
+        "f1.conv.weight": (c, config.f1_width, 3, 3),
+        "f1.conv.bias": (c,),
+    }
+    for m in range(config.depth):
+        shapes[f"f2.convs.{m}.weight"] = (w, c if m == 0 else w, 3, 3)
+        shapes[f"f2.convs.{m}.bias"] = (w,)
+    shapes["f2.fuse.weight"] = (c, config.depth * w, 1, 1)
+    shapes["f2.fuse.bias"] = (c,)
+    shapes["f3.weight"] = (c, c, 1, 1)
+    shapes["f3.bias"] = (c,)
+    return shapes
+
+
+def infer_config(shapes: Mapping[str, tuple[int, ...]]) -> MSRNetConfig:
+    """Guess the config of a bare state_dict from its shapes.
+
+    depth, width and f1_width follow from the shapes; the log bases cannot, so
+    the paper's four bases are assumed when there are 4 scales, and anything
+    else is an error (save such models with their config instead).
+    """
+    try:
+        f1_width, in_ch = shapes["f1.fuse.weight"][:2]
+        width = shapes["f2.convs.0.weight"][0]
+    except (KeyError, ValueError, IndexError) as exc:
+        raise ValueError(f"not an MSR-net state_dict: missing or malformed {exc}") from exc
+    depth = 0
+    while f"f2.convs.{depth}.weight" in shapes:
+        depth += 1
+    default = MSRNetConfig()
+    if in_ch != CHANNELS * default.n_scales:
+        raise ValueError(
+            f"bare state_dict has {in_ch // CHANNELS} log scales; only the default "
+            f"{default.n_scales} can be inferred - save the checkpoint with its config"
+        )
+    return MSRNetConfig(log_bases=default.log_bases, depth=depth, width=int(width),
+                        f1_width=int(f1_width))

@@ -1,0 +1,123 @@
+"""PyTorch reference implementation of MSR-net (training and parity tests only).
+
+This module imports torch; nothing on the enhancement path imports it.
+Install it with ``pip install msrnet-napari[torch]``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import CHANNELS, MSRNetConfig, parameter_shapes
+
+CHECKPOINT_FORMAT = "msrnet-napari"
+CHECKPOINT_VERSION = 1
+
+
+class MultiScaleLog(nn.Module):
+    """f1: multi-scale logarithmic transform, 1x1 fusion, ReLU, 3x3 conv."""
+
+    def __init__(self, config: MSRNetConfig) -> None:
+        super().__init__()
+        bases = torch.tensor(config.log_bases, dtype=torch.float32)
+        self.register_buffer("bases", bases, persistent=False)
+        self.register_buffer("inv_log", 1.0 / torch.log1p(bases), persistent=False)
+        self.fuse = nn.Conv2d(CHANNELS * config.n_scales, config.f1_width, 1)
+        self.conv = nn.Conv2d(config.f1_width, CHANNELS, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # concat order: scale-major, i.e. [M_1(R,G,B), M_2(R,G,B), ...]
+        logs = [torch.log1p(v * x) * s for v, s in zip(self.bases, self.inv_log)]
+        return self.conv(torch.relu(self.fuse(torch.cat(logs, dim=1))))
+
+
+class DifferenceOfConvolution(nn.Module):
+    """f2: K stacked 3x3 conv+ReLU, 1x1 over their concatenation, subtracted."""
+
+    def __init__(self, config: MSRNetConfig) -> None:
+        super().__init__()
+        w = config.width
+        self.convs = nn.ModuleList(
+            nn.Conv2d(CHANNELS if m == 0 else w, w, 3, padding=1) for m in range(config.depth)
+        )
+        self.fuse = nn.Conv2d(config.depth * w, CHANNELS, 1)
+
+    def forward(self, x1: torch.Tensor) -> torch.Tensor:
+        h, maps = x1, []
+        for conv in self.convs:
+            h = torch.relu(conv(h))
+            maps.append(h)
+        return x1 - self.fuse(torch.cat(maps, dim=1))
+
+
+class MSRNet(nn.Module):
+    """f(X) = f3(f2(f1(X))) on NCHW float input in [0, 1]."""
+
+    def __init__(self, config: MSRNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or MSRNetConfig()
+        self.f1 = MultiScaleLog(self.config)
+        self.f2 = DifferenceOfConvolution(self.config)
+        self.f3 = nn.Conv2d(CHANNELS, CHANNELS, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.f3(self.f2(self.f1(x)))
+
+
+def init_weights(model: MSRNet, seed: int | None = None, gain: float = 1.0) -> MSRNet:
+    """Deterministic random init (He-normal convs, small biases).
+
+    The f2 1x1 fusion starts small and f3 starts near identity so that an
+    untrained network is roughly X1, which trains faster.
+    """
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                fan_in = module.weight[0].numel()
+                std = gain * math.sqrt(2.0 / fan_in)
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * std)
+                module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.01)
+        model.f2.fuse.weight.mul_(0.1)
+        model.f3.weight.copy_(torch.eye(CHANNELS).view(CHANNELS, CHANNELS, 1, 1))
+        model.f3.bias.zero_()
+    return model
+
+
+def save_checkpoint(model: MSRNet, path: str | Path, **extra: Any) -> Path:
+    """Write a plain ``torch.save`` file: state_dict + config (+ extra metadata).
+
+    ``extra`` (e.g. step, optimizer state, metrics) must hold only plain
+    containers, numbers, strings and tensors so the safe loader can read it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    expected = parameter_shapes(model.config)
+    assert {k: tuple(v.shape) for k, v in state.items()} == expected, "model/config mismatch"
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": model.config.to_dict(),
+        "state_dict": state,
+        **extra,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
+    return path
+
+
+def model_from_checkpoint(path: str | Path) -> MSRNet:
+    """Build the torch reference model from any checkpoint the safe loader reads."""
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    model = MSRNet(ckpt.config)
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in ckpt.weights.items()})
+    return model.eval()

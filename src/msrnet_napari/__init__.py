@@ -1,0 +1,37 @@
+"""msrnet-napari: low-light image enhancement with MSR-net.
+
+>>> import msrnet_napari
+>>> bright = msrnet_napari.enhance(dark_uint8_rgb)          # doctest: +SKIP
+
+The compiled engine is imported on first use, so configuration, checkpoint
+and training modules work without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from .config import MSRNetConfig
+from .enhance import enhance
+
+__all__ = [
+    "Cancelled",
+    "Checkpoint",
+    "CheckpointError",
+    "MSRNetConfig",
+    "cuda_available",
+    "enhance",
+    "load_checkpoint",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:  # lazy: these need the compiled engine
+    if name in ("Cancelled", "cuda_available"):
+        from . import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

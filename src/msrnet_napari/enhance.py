@@ -1,0 +1,223 @@
+"""``enhance()``: the public, scriptable entry point.
+
+Data path: validate -> layout (planes of H x W (x C)) -> normalise to [0, 1]
+-> engine (C++/CUDA, tiled) -> denormalise -> original shape and dtype.
+Dask arrays take the same path lazily, block by block (``map_overlap`` with a
+halo of the network's receptive radius, so the result equals the eager one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .checkpoint import Checkpoint
+from .layout import Layout, resolve_layout
+from .normalize import Scaling, check_dtype, choose_scaling, from_unit, to_unit
+from .weights import resolve_weights
+
+ProgressFn = Callable[[int, int], Any]
+
+_ENGINES: dict[tuple[str, str], Any] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def enhance(
+    array: Any,
+    *,
+    weights: Any = None,
+    channel_axis: Optional[int] = None,
+    rgb: Optional[bool] = None,
+    bit_depth: Optional[int] = None,
+    intensity_range: Optional[tuple[float, float]] = None,
+    dtype: Any = None,
+    tile: int = 256,
+    threads: int = 0,
+    device: str = "auto",
+    progress: Optional[ProgressFn] = None,
+    cancel: Any = None,
+):
+    """Enhance a low-light image with MSR-net.
+
+    Parameters
+    ----------
+    array : array-like or dask array
+        uint8/uint16/other integer or float data. 2-D gray (Y, X); RGB/RGBA
+        (Y, X, 3|4); or an nD stack of either (Z, T, ... leading axes), which
+        is enhanced plane by plane. A dask array gives a lazy dask array.
+    weights : None, path or Checkpoint
+        None uses the bundled default model; a path loads a PyTorch checkpoint
+        with the safe loader (no code in it is ever executed).
+    channel_axis : int, optional
+        Axis of a non-RGB multichannel image; each channel is enhanced as gray.
+    rgb : bool, optional
+        Whether the last axis holds RGB(A) channels. Default: auto, i.e. True
+        for ndim >= 3 with a last axis of 3 or 4.
+    bit_depth, intensity_range :
+        How values map to [0, 1]; see :mod:`msrnet_napari.normalize`.
+        Integers: by detected bit depth (8, 10, 12, 14, 16, ...), so 12-bit
+        data in uint16 uses 4095 as white. Floats: as given, must be in [0, 1].
+    dtype : dtype, optional
+        Output dtype. Default: the input dtype (same value scale). A float
+        dtype for integer input returns values in [0, 1].
+    tile, threads, device :
+        Engine settings: tile edge in pixels (memory is bounded by the tile,
+        not the image; 0 = whole plane), CPU threads (0 = all cores), and
+        "auto" / "cpu" / "cuda".
+    progress : callable(done, total), optional
+        Called after every tile of the whole job.
+    cancel : object with ``is_set()``, optional
+        E.g. a ``threading.Event``; when set, work stops and
+        :class:`msrnet_napari.Cancelled` is raised.
+
+    Gray data runs through the RGB model by replicating the plane into R, G, B
+    and averaging the three outputs. Alpha is passed through unchanged.
+
+    Returns
+    -------
+    ndarray (or dask array) of the same shape, with dtype ``dtype`` or the input's.
+    """
+    checkpoint = resolve_weights(weights)
+    if _is_dask(array):
+        return _enhance_dask(
+            array, checkpoint=checkpoint, channel_axis=channel_axis, rgb=rgb,
+            bit_depth=bit_depth, intensity_range=intensity_range, dtype=dtype,
+            tile=tile, threads=threads, device=device,
+        )
+    data = _as_checked_array(array)
+    layout = resolve_layout(data.shape, rgb=rgb, channel_axis=channel_axis)
+    scaling = _scaling_for(data, bit_depth=bit_depth, intensity_range=intensity_range)
+    out_dtype = np.dtype(dtype) if dtype is not None else data.dtype
+    check_dtype(out_dtype)
+    # a float output dtype for integer input returns [0, 1] values
+    out_scaling = scaling if out_dtype.kind == data.dtype.kind or out_dtype.kind in "ui" else Scaling(0.0, 1.0, "unit")
+    engine = _engine_for(checkpoint, device)
+    return _enhance_planes(data, layout, scaling, out_scaling, out_dtype, engine,
+                           tile=tile, threads=threads, progress=progress, cancel=cancel)
+
+
+def _as_checked_array(array: Any) -> np.ndarray:
+    data = np.asarray(array)
+    check_dtype(data.dtype)
+    if data.size and data.dtype.kind == "f" and not np.isfinite(data).all():
+        raise ValueError("image contains NaN or infinite values; replace them before enhancing")
+    return data
+
+
+def _scaling_for(data: np.ndarray, *, bit_depth, intensity_range) -> Scaling:
+    needs_extremes = intensity_range is None and (data.dtype.kind == "f" or bit_depth is None)
+    lo = hi = None
+    if needs_extremes and data.size:
+        lo, hi = float(data.min()), float(data.max())
+    return choose_scaling(data.dtype, minimum=lo, maximum=hi, bit_depth=bit_depth,
+                          intensity_range=intensity_range)
+
+
+def _enhance_planes(data, layout: Layout, scaling, out_scaling, out_dtype, engine, *,
+                    tile, threads, progress, cancel) -> np.ndarray:
+    planes = layout.to_planes(data)
+    out = np.empty((layout.n_planes, *layout.plane_shape), dtype=out_dtype)
+    n = layout.n_planes
+    from .engine import Cancelled
+
+    for i in range(n):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("enhancement cancelled")
+        plane = planes[i]
+        rgb_in = _to_network_input(plane, layout.rgb, scaling)
+        result = engine.run(rgb_in, tile=tile, threads=threads,
+                            progress=_plane_progress(i, n, progress, cancel))
+        if not layout.rgb:
+            result = result.mean(axis=-1)
+        if layout.rgb:
+            out[i, ..., :3] = from_unit(result, out_scaling, out_dtype)
+            if plane.shape[-1] == 4:  # alpha: unchanged, only re-typed
+                out[i, ..., 3] = from_unit(to_unit(plane[..., 3], scaling), out_scaling, out_dtype)
+        else:
+            out[i] = from_unit(result, out_scaling, out_dtype)
+    return layout.from_planes(out)
+
+
+def _to_network_input(plane: np.ndarray, rgb: bool, scaling: Scaling) -> np.ndarray:
+    unit = to_unit(plane[..., :3] if rgb else plane, scaling)
+    if not rgb:
+        unit = np.repeat(unit[..., None], 3, axis=-1)
+    return np.ascontiguousarray(unit, dtype=np.float32)
+
+
+def _plane_progress(index: int, n_planes: int, progress, cancel):
+    if progress is None and cancel is None:
+        return None
+
+    def report(done: int, total: int) -> bool:
+        if progress is not None:
+            progress(index * total + done, n_planes * total)
+        return not (cancel is not None and cancel.is_set())
+
+    return report
+
+
+def _fingerprint(checkpoint: Checkpoint) -> str:
+    h = hashlib.blake2b(repr(checkpoint.config).encode(), digest_size=16)
+    for name in sorted(checkpoint.weights):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(checkpoint.weights[name], dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def _engine_for(checkpoint: Checkpoint, device: str):
+    """Engines are cached by weight content, so dask blocks reuse one per process."""
+    from .engine import Engine
+
+    key = (_fingerprint(checkpoint), device)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            if len(_ENGINES) >= 4:
+                _ENGINES.pop(next(iter(_ENGINES)))
+            engine = _ENGINES[key] = Engine(checkpoint, device=device)
+    return engine
+
+
+# --------------------------------------------------------------------------- dask
+
+def _is_dask(array: Any) -> bool:
+    return type(array).__module__.startswith("dask.") and hasattr(array, "map_overlap")
+
+
+def _enhance_dask(array, *, checkpoint, channel_axis, rgb, bit_depth, intensity_range,
+                  dtype, tile, threads, device):
+    """Lazy enhancement: each block is enhanced with a halo of the receptive radius.
+
+    Integer data wider than 8 bits needs its bit depth: pass ``bit_depth`` or
+    ``intensity_range``, otherwise the maximum is computed here (one pass over
+    the data). Float data is checked block by block when computed.
+    """
+    check_dtype(array.dtype)
+    layout = resolve_layout(array.shape, rgb=rgb, channel_axis=channel_axis)
+    if intensity_range is None and array.dtype.kind in "ui" and bit_depth is None and array.dtype.itemsize > 1:
+        import dask
+
+        lo, hi = dask.compute(array.min(), array.max())
+        scaling = choose_scaling(array.dtype, maximum=float(hi), minimum=float(lo))
+        intensity_range = (scaling.low, scaling.high)
+    out_dtype = np.dtype(dtype) if dtype is not None else array.dtype
+    radius = checkpoint.config.receptive_radius
+    y, x = layout.spatial_axes
+    depth = {ax: 0 for ax in range(array.ndim)}
+    depth[y] = depth[x] = radius
+    if layout.rgb:  # whole RGB(A) pixels in every block
+        array = array.rechunk({array.ndim - 1: -1})
+
+    def block(b: np.ndarray) -> np.ndarray:
+        return enhance(b, weights=checkpoint, channel_axis=layout.channel_axis, rgb=layout.rgb,
+                       bit_depth=bit_depth, intensity_range=intensity_range, dtype=out_dtype,
+                       tile=tile, threads=threads, device=device)
+
+    # dask rechunks blocks smaller than the halo itself (allow_rechunk)
+    return array.map_overlap(block, depth=depth, boundary="none", dtype=out_dtype,
+                             meta=np.empty((0,) * array.ndim, dtype=out_dtype))
+

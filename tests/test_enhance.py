@@ -1,0 +1,185 @@
+"""The public enhance(): dtypes, layouts, normalisation, progress, cancel, dask."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import msrnet_napari
+from msrnet_napari import enhance
+from msrnet_napari.checkpoint import load_checkpoint
+
+torch = pytest.importorskip("torch")
+from msrnet_napari.config import MSRNetConfig  # noqa: E402
+from msrnet_napari.model import MSRNet, init_weights, save_checkpoint  # noqa: E402
+
+CONFIG = MSRNetConfig(depth=3, width=8)
+
+
+@pytest.fixture(scope="module")
+def ckpt_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("w") / "small.pt"
+    return save_checkpoint(init_weights(MSRNet(CONFIG), seed=3), path)
+
+
+@pytest.fixture(scope="module")
+def reference(ckpt_path):
+    """The PyTorch model on the same weights: [0,1] float HxWx3 -> raw float HxWx3."""
+    from msrnet_napari.model import model_from_checkpoint
+
+    model = model_from_checkpoint(ckpt_path)
+
+    def run(unit_hwc):
+        x = torch.from_numpy(np.ascontiguousarray(unit_hwc, np.float32)).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            return model(x)[0].permute(1, 2, 0).numpy()
+
+    return run
+
+
+def rng_image(shape, dtype, high=None, seed=0):
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind == "f":
+        return rng.random(shape, dtype=np.float32).astype(dtype) * (high or 1.0)
+    return rng.integers(0, (high or np.iinfo(dtype).max) + 1, size=shape).astype(dtype)
+
+
+def test_uint8_rgb_matches_reference(ckpt_path, reference):
+    img = rng_image((23, 31, 3), np.uint8)
+    out = enhance(img, weights=ckpt_path)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    expected = np.rint(np.clip(reference(img / 255.0), 0, 1) * 255)
+    assert np.abs(out.astype(int) - expected).max() <= 1
+
+
+def test_gray_runs_as_replicated_rgb_and_averaged(ckpt_path, reference):
+    img = rng_image((17, 12), np.float32)
+    out = enhance(img, weights=ckpt_path)
+    assert out.shape == img.shape and out.dtype == np.float32
+    expected = np.clip(reference(np.repeat(img[..., None], 3, -1)).mean(-1), 0, 1)
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+
+
+def test_12bit_uint16_is_scaled_by_detected_depth(ckpt_path):
+    img = rng_image((16, 16, 3), np.uint16, high=4000)
+    out = enhance(img, weights=ckpt_path)
+    assert out.dtype == np.uint16 and out.max() <= 4095
+    np.testing.assert_array_equal(out, enhance(img, weights=ckpt_path, bit_depth=12))
+    as_float = enhance(img.astype(np.float32) / 4095, weights=ckpt_path)
+    assert np.abs(out.astype(float) - np.rint(as_float * 4095)).max() <= 1
+    # treating the same numbers as 16-bit data is a different (darker) input
+    assert not np.array_equal(out, enhance(img, weights=ckpt_path, bit_depth=16))
+
+
+def test_float_outside_unit_range_needs_intensity_range(ckpt_path):
+    img = rng_image((9, 9), np.float32, high=1000.0)
+    with pytest.raises(ValueError, match="intensity_range"):
+        enhance(img, weights=ckpt_path)
+    out = enhance(img, weights=ckpt_path, intensity_range=(0.0, 1000.0))
+    np.testing.assert_allclose(out / 1000.0, enhance(img / 1000.0, weights=ckpt_path), atol=1e-5)
+
+
+def test_stack_is_enhanced_per_plane(ckpt_path):
+    stack = rng_image((3, 2, 11, 13), np.uint16, high=65535)
+    out = enhance(stack, weights=ckpt_path, bit_depth=16)
+    assert out.shape == stack.shape and out.dtype == np.uint16
+    for idx in np.ndindex(3, 2):
+        np.testing.assert_array_equal(out[idx], enhance(stack[idx], weights=ckpt_path, bit_depth=16))
+
+
+def test_rgba_alpha_unchanged_and_channel_axis(ckpt_path):
+    rgba = rng_image((10, 12, 4), np.uint8)
+    out = enhance(rgba, weights=ckpt_path)
+    np.testing.assert_array_equal(out[..., 3], rgba[..., 3])
+    np.testing.assert_array_equal(out[..., :3], enhance(rgba[..., :3], weights=ckpt_path))
+    multi = rng_image((2, 10, 12), np.uint8)  # 2 fluorescence channels, channel-first
+    out = enhance(multi, weights=ckpt_path, channel_axis=0)
+    for c in range(2):
+        np.testing.assert_array_equal(out[c], enhance(multi[c], weights=ckpt_path))
+
+
+def test_float_output_dtype_for_integer_input(ckpt_path):
+    img = rng_image((8, 8, 3), np.uint8)
+    out = enhance(img, weights=ckpt_path, dtype=np.float32)
+    assert out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    assert np.abs(out * 255 - enhance(img, weights=ckpt_path)).max() <= 0.5 + 1e-3
+
+
+@pytest.mark.parametrize(
+    "bad, kwargs, match",
+    [(np.array([[np.nan, 0.5]], np.float32), {}, "NaN"),
+     (np.array([[np.inf, 0.5]], np.float32), {}, "NaN or infinite"),
+     (np.zeros((0, 4), np.uint8), {}, "empty"),
+     (np.zeros(16, np.uint8), {}, "at least 2"),
+     (np.zeros((4, 4), object), {}, "unsupported dtype"),
+     (np.zeros((4, 4), bool), {}, "unsupported dtype"),
+     (np.zeros((4, 4, 5), np.uint8), {"rgb": True}, "RGB"),
+     (np.full((4, 4), -3, np.int16), {}, "negative")],
+)
+def test_bad_input_raises_clear_value_error(ckpt_path, bad, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        enhance(bad, weights=ckpt_path, **kwargs)
+
+
+def test_progress_covers_whole_job_and_cancel_stops(ckpt_path):
+    stack = rng_image((3, 64, 64), np.uint8)
+    calls = []
+    enhance(stack, weights=ckpt_path, tile=32, progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1] == (12, 12) and len(calls) == 12
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+    cancel = threading.Event()
+    seen = []
+
+    def progress(done, total):
+        seen.append(done)
+        cancel.set()
+
+    with pytest.raises(msrnet_napari.Cancelled):
+        enhance(stack, weights=ckpt_path, tile=32, progress=progress, cancel=cancel)
+    assert len(seen) < 12
+
+
+def test_checkpoint_object_and_path_agree(ckpt_path):
+    img = rng_image((8, 9, 3), np.uint8)
+    np.testing.assert_array_equal(enhance(img, weights=load_checkpoint(ckpt_path)),
+                                  enhance(img, weights=str(ckpt_path)))
+
+
+# ------------------------------------------------------------------ dask
+
+da = pytest.importorskip("dask.array")
+
+
+def test_dask_is_lazy_and_equals_eager(ckpt_path):
+    img = rng_image((2, 70, 90, 3), np.float32)
+    lazy_in = da.from_array(img, chunks=(1, 32, 40, 3))
+    out = enhance(lazy_in, weights=ckpt_path)
+    assert isinstance(out, da.Array) and out.shape == img.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out.compute(), enhance(img, weights=ckpt_path), atol=1e-5)
+
+
+def test_dask_uint16_uses_global_bit_depth(ckpt_path):
+    img = rng_image((64, 64), np.uint16, high=4095)
+    img[:32, :32] //= 64  # a dark block whose own maximum would look like 8-bit data
+    out = enhance(da.from_array(img, chunks=32), weights=ckpt_path).compute()
+    np.testing.assert_array_equal(out, enhance(img, weights=ckpt_path))
+
+
+def test_dask_nan_block_raises_on_compute(ckpt_path):
+    img = rng_image((40, 40), np.float32)
+    img[35, 35] = np.nan
+    out = enhance(da.from_array(img, chunks=20), weights=ckpt_path)
+    with pytest.raises(ValueError, match="NaN"):
+        out.compute()
+
+
+def test_dask_distributed_local_cluster(ckpt_path):
+    distributed = pytest.importorskip("distributed")
+    img = rng_image((96, 80, 3), np.uint8)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        lazy = enhance(da.from_array(img, chunks=(48, 40, 3)), weights=ckpt_path)
+        result = client.compute(lazy).result()
+    assert np.abs(result.astype(int) - enhance(img, weights=ckpt_path)).max() <= 1

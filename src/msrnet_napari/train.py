@@ -1,0 +1,379 @@
+"""Train MSR-net on synthetic low-light pairs (console script ``msrnet-train``).
+
+Defaults follow the paper (Shen et al. 2017): Adam, lr 1e-4, MSE loss, weight
+decay (L2 penalty, ``lambda * ||W||^2`` on the convolution weights - coupled,
+i.e. Adam's ``weight_decay``, not AdamW), batch 64. Examples::
+
+    msrnet-train --images data/images --splits data/splits.json --out runs/x
+    msrnet-train --pack data/pack.npz --out runs/gpu --device cuda \\
+        --time-limit 330 --lr 1e-3 --schedule cosine --warmup 200
+
+Checkpoints (``model.save_checkpoint``): ``last.pt`` (with optimizer state,
+for ``--resume``) after every validation and at the end; ``best.pt`` (weights
++ metrics only) whenever the mean validation PSNR improves. Validation uses the
+held-out images darkened deterministically at levels 1-4
+(:func:`msrnet_napari.degrade.darken`); PSNR/SSIM of the clipped output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+T_START = time.monotonic()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="msrnet-train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("data")
+    src.add_argument("--images", help="folder of training images")
+    src.add_argument("--splits", help="splits.json (train/val image names)")
+    src.add_argument("--pack", help="data pack .npz (alternative to --images/--splits)")
+    p.add_argument("--out", required=True, help="output folder for last.pt / best.pt")
+    p.add_argument("--steps", type=int, default=100_000, help="total optimizer steps")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--crop", type=int, default=64, help="training crop size (pixels)")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=float, default=1e-6,
+                   help="L2 penalty on conv weights (Adam weight_decay; biases excluded)")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="cosine decays to lr*min-lr-frac over --steps or --time-limit, "
+                        "whichever is reached first (--time-limit counts per invocation, so "
+                        "a resumed time-limited run restarts the cosine)")
+    p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
+    p.add_argument("--min-lr-frac", type=float, default=0.02)
+    p.add_argument("--clip-grad", type=float, default=0.0, help="max grad norm (0 = off)")
+    p.add_argument("--degrade", choices=("mixed", "sensor", "gamma"), default="mixed")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--init", help="start from the weights of this checkpoint")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
+    p.add_argument("--amp", choices=("none", "bf16"), default="none",
+                   help="autocast precision on cuda (TF32 is always allowed)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (cuda)")
+    p.add_argument("--val-every", type=int, default=500, help="validate every N steps")
+    p.add_argument("--val-every-s", type=float, default=0.0,
+                   help="also validate when this many seconds passed since the last one")
+    p.add_argument("--val-size", type=int, default=256,
+                   help="center-crop validation images to this size (0 = full image)")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--time-limit", type=float, default=0.0,
+                   help="wall seconds (from process start) after which training stops "
+                        "cleanly, validates and saves (0 = none)")
+    p.add_argument("--seed", type=int, default=0)
+    m = p.add_argument_group("model (ignored on --resume: the checkpoint's config is used)")
+    m.add_argument("--depth", type=int, default=10)
+    m.add_argument("--width", type=int, default=32)
+    m.add_argument("--f1-width", type=int, default=3)
+    m.add_argument("--log-bases", default="1,10,100,300")
+    return p
+
+
+def pick_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda requested but CUDA is not available")
+    return dev
+
+
+def make_optimizer(model, lr: float, weight_decay: float):
+    """Adam; L2 weight decay only on conv weights (the paper's lambda*||W||^2)."""
+    import torch
+
+    decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    no_decay = [p for n, p in model.named_parameters() if not n.endswith("weight")]
+    return torch.optim.Adam([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+
+def train_step(model, optimizer, dark, bright, clip_grad: float = 0.0, amp=None) -> float:
+    """One optimizer step of MSE(model(dark), bright); returns the loss (float tensor)."""
+    import torch
+    import torch.nn.functional as F
+
+    optimizer.zero_grad(set_to_none=True)
+    if amp is not None:
+        with torch.autocast(device_type=dark.device.type, dtype=amp):
+            pred = model(dark)
+    else:
+        pred = model(dark)
+    loss = F.mse_loss(pred.float(), bright)
+    loss.backward()
+    if clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    optimizer.step()
+    return loss.detach()
+
+
+def lr_at(step: int, args, elapsed: float, budget: float) -> float:
+    if args.warmup and step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    if args.schedule == "constant":
+        return args.lr
+    p = step / max(1, args.steps)
+    if budget > 0:
+        p = max(p, elapsed / budget)
+    p = min(1.0, max(0.0, p))
+    lo = args.lr * args.min_lr_frac
+    return lo + 0.5 * (args.lr - lo) * (1 + math.cos(math.pi * p))
+
+
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+    if size <= 0:
+        return img
+    h, w = img.shape[:2]
+    th, tw = min(h, size), min(w, size)
+    y, x = (h - th) // 2, (w - tw) // 2
+    return img[y:y + th, x:x + tw]
+
+
+def make_val_set(val: dict[str, np.ndarray], size: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """[(level, dark float32 HxWx3, bright float32 HxWx3)] - fixed, deterministic."""
+    from .degrade import DARKEN_LEVELS, darken, to_float
+
+    out = []
+    for img in val.values():
+        bright = to_float(center_crop(img, size))
+        for level in DARKEN_LEVELS:
+            out.append((level, darken(bright, level), bright))
+    return out
+
+
+def evaluate(model, val_set, device, amp=None) -> dict[str, Any]:
+    """Mean PSNR/SSIM (clipped output) over the validation set, also per level."""
+    import torch
+
+    from .metrics import psnr, ssim
+
+    per_level: dict[int, list[tuple[float, float]]] = {}
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for level, dark, bright in val_set:
+            x = torch.from_numpy(np.ascontiguousarray(dark.transpose(2, 0, 1)))[None].to(device)
+            if amp is not None:
+                with torch.autocast(device_type=device.type, dtype=amp):
+                    y = model(x)
+            else:
+                y = model(x)
+            y = y.float().clamp_(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+            try:
+                s = ssim(bright, y)
+            except ImportError:  # scikit-image missing: PSNR only
+                s = float("nan")
+            per_level.setdefault(level, []).append((psnr(bright, y), s))
+    model.train(was_training)
+    levels = {str(k): [float(np.mean([a for a, _ in v])), float(np.mean([b for _, b in v]))]
+              for k, v in sorted(per_level.items())}
+    allv = [t for v in per_level.values() for t in v]
+    return {"psnr": float(np.mean([a for a, _ in allv])) if allv else float("nan"),
+            "ssim": float(np.mean([b for _, b in allv])) if allv else float("nan"),
+            "levels": levels}
+
+
+def fmt_time(s: float) -> str:
+    s = max(0, int(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def plain_args(args) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.pack and not args.images:
+        raise SystemExit("msrnet-train: give --pack or --images (with --splits)")
+
+    import torch
+
+    from .config import MSRNetConfig
+    from .data import CropSampler, load_dataset
+    from .degrade import synthesize_torch
+    from .model import MSRNet, init_weights, save_checkpoint
+
+    t0 = T_START if argv is None else time.monotonic()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    amp = torch.bfloat16 if (args.amp == "bf16" and device.type == "cuda") else None
+
+    train_imgs, val_imgs = load_dataset(images=args.images, splits=args.splits, pack=args.pack)
+    n_px = sum(a.shape[0] * a.shape[1] for a in train_imgs.values())
+    print(f"data: {len(train_imgs)} train images ({n_px / 1e6:.1f} MP), {len(val_imgs)} val; "
+          f"device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
+             f", {torch.get_num_threads()} threads"), flush=True)
+
+    # ---- model / optimizer / resume
+    step, best_psnr, train_seconds = 0, -float("inf"), 0.0
+    resume_path = out / "last.pt"
+    payload = None
+    if args.resume:
+        if not resume_path.is_file():
+            raise SystemExit(f"--resume: {resume_path} does not exist")
+        payload = torch.load(resume_path, map_location="cpu", weights_only=True)
+        config = MSRNetConfig.from_dict(payload["config"])
+    elif args.init:  # any checkpoint the safe loader reads (also bare state_dicts)
+        from .checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(args.init)
+        config = ckpt.config
+        payload = {"state_dict": {k: torch.from_numpy(v.copy()) for k, v in ckpt.weights.items()}}
+    else:
+        bases = tuple(float(v) for v in str(args.log_bases).split(",") if v.strip())
+        config = MSRNetConfig(log_bases=bases, depth=args.depth, width=args.width,
+                              f1_width=args.f1_width)
+    torch.manual_seed(args.seed)
+    model = init_weights(MSRNet(config), seed=args.seed)
+    if payload is not None:
+        model.load_state_dict(payload["state_dict"])
+    model.to(device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, args.lr, args.weight_decay)
+    if args.resume:
+        if "optimizer" in payload:
+            optimizer.load_state_dict(payload["optimizer"])
+        step = int(payload.get("step", 0))
+        best_psnr = float(payload.get("best_val_psnr", payload.get("val_psnr", -float("inf"))))
+        train_seconds = float(payload.get("train_seconds", 0.0))
+        print(f"resumed from {resume_path} at step {step} (best val PSNR {best_psnr:.2f})",
+              flush=True)
+    del payload
+    print(f"model: {config.to_dict()}, {sum(p.numel() for p in model.parameters())} params",
+          flush=True)
+
+    sampler = CropSampler(list(train_imgs.values()), args.crop, device=device,
+                          seed=args.seed * 1_000_003 + step)
+    gen = torch.Generator(device=device).manual_seed(args.seed * 7919 + step + 1)
+    val_set = make_val_set(val_imgs, args.val_size)
+
+    stop = {"flag": False}
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        print(f"signal {signum}: stopping after this step", flush=True)
+        stop["flag"] = True
+
+    old_handlers = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            old_handlers[sig] = signal.signal(sig, on_signal)
+        except ValueError:  # not the main thread
+            pass
+
+    last_val = {"psnr": float("nan"), "ssim": float("nan"), "levels": {}}
+    val_cost = 0.0
+
+    def save(kind: str, val: dict) -> None:
+        extra = {
+            "step": step,
+            "val_psnr": val["psnr"],
+            "val_ssim": val["ssim"],
+            "val_levels": val["levels"],
+            "best_val_psnr": max(best_psnr, val["psnr"]) if val["psnr"] == val["psnr"] else best_psnr,
+            "train_seconds": train_seconds + (time.monotonic() - t_loop),
+            "train_config": plain_args(args),
+        }
+        if kind == "last":
+            extra["optimizer"] = optimizer.state_dict()
+        save_checkpoint(model, out / f"{kind}.pt", **extra)
+
+    validated_at = {"step": -1, "t": time.monotonic()}
+
+    def validate() -> dict:
+        nonlocal best_psnr, val_cost, last_val
+        validated_at["step"] = step
+        tv = time.monotonic()
+        val = evaluate(model, val_set, device, amp) if val_set else last_val
+        val_cost = time.monotonic() - tv
+        levels = " ".join(f"L{k}:{v[0]:.2f}/{v[1]:.3f}" for k, v in val["levels"].items())
+        improved = val["psnr"] > best_psnr
+        print(f"val step {step}: PSNR {val['psnr']:.3f} SSIM {val['ssim']:.4f} [{levels}] "
+              f"({val_cost:.1f}s){' *best*' if improved else ''}", flush=True)
+        if improved or not (out / "best.pt").exists():
+            best_psnr = max(best_psnr, val["psnr"])
+            save("best", val)
+        last_val = val
+        save("last", val)
+        validated_at["t"] = time.monotonic()
+        return val
+
+    budget = args.time_limit
+    start_step = step
+    t_loop = time.monotonic()
+    t_log, step_log, n_acc = t_loop, step, 0
+    loss_sum = torch.zeros((), device=device)
+    if step == 0 and val_set:
+        validate()  # untrained baseline; also measures the cost of a validation
+    model.train()
+    print(f"training from step {step} to {args.steps}"
+          + (f", time limit {budget:.0f}s" if budget else ""), flush=True)
+    try:
+        while step < args.steps and not stop["flag"]:
+            elapsed = time.monotonic() - t0
+            if budget and elapsed + 1.5 * val_cost + 5.0 >= budget:
+                print(f"time limit reached ({elapsed:.0f}s of {budget:.0f}s)", flush=True)
+                break
+            lr = lr_at(step, args, elapsed, budget)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            bright = sampler.sample(args.batch)
+            dark = synthesize_torch(bright, gen, mode=args.degrade)
+            if args.channels_last:
+                bright = bright.contiguous(memory_format=torch.channels_last)
+                dark = dark.contiguous(memory_format=torch.channels_last)
+            loss_sum += train_step(model, optimizer, dark, bright, args.clip_grad, amp)
+            n_acc += 1
+            step += 1
+            if step % args.log_every == 0 or step == args.steps:
+                loss = float(loss_sum) / max(1, n_acc)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss} at step {step}")
+                now = time.monotonic()
+                rate = (step - step_log) * args.batch / max(now - t_log, 1e-9)
+                steps_per_s = (step - start_step) / max(now - t_loop, 1e-9)
+                eta = (args.steps - step) / max(steps_per_s, 1e-9)
+                if budget:
+                    eta = min(eta, budget - (now - t0))
+                print(f"step {step}/{args.steps} loss {loss:.5f} lr {lr:.2e} "
+                      f"{rate:.0f} img/s {steps_per_s:.2f} it/s elapsed {fmt_time(now - t0)} "
+                      f"ETA {fmt_time(eta)}", flush=True)
+                t_log, step_log, n_acc = now, step, 0
+                loss_sum.zero_()
+            if (args.val_every and step % args.val_every == 0) or (
+                    args.val_every_s and time.monotonic() - validated_at["t"] >= args.val_every_s):
+                validate()
+    finally:
+        for sig, h in old_handlers.items():
+            signal.signal(sig, h)
+    if validated_at["step"] != step or not (out / "last.pt").exists():
+        val = validate()
+    else:
+        val = last_val
+    total = time.monotonic() - t0
+    print(f"done: step {step}, best val PSNR {best_psnr:.3f}, last {val['psnr']:.3f}, "
+          f"wall {total:.0f}s -> {out / 'best.pt'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("skimage")
+PIL = pytest.importorskip("PIL.Image")
+
+from msrnet_napari import train  # noqa: E402
+from msrnet_napari.config import MSRNetConfig  # noqa: E402
+from msrnet_napari.data import CropSampler, load_pack, save_pack  # noqa: E402
+from msrnet_napari.degrade import synthesize_torch  # noqa: E402
+from msrnet_napari.model import MSRNet, init_weights  # noqa: E402
+
+SMALL = ["--depth", "2", "--width", "8", "--crop", "16", "--batch", "4", "--val-size", "32",
+         "--threads", "1", "--device", "cpu", "--log-every", "1"]
+
+
+def _load(path):
+    try:
+        from msrnet_napari.checkpoint import load_checkpoint
+    except ImportError:  # pragma: no cover - before the safe loader exists
+        return torch.load(path, weights_only=True)["step"]
+    return load_checkpoint(path).metadata["step"]
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    names = []
+    for i in range(4):
+        yy, xx = np.mgrid[0:40, 0:52]
+        img = np.stack([(np.sin(xx / (3 + i)) + 1) / 2, (np.cos(yy / 4) + 1) / 2,
+                        rng.random((40, 52))], -1)
+        PIL.fromarray((img * 255).astype(np.uint8)).save(folder / f"im{i}.png")
+        names.append(f"im{i}.png")
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({"train": names[:3], "val": names[3:]}))
+    return folder, splits
+
+
+def test_train_writes_checkpoints_and_resumes(image_folder, tmp_path, capsys):
+    folder, splits = image_folder
+    out = tmp_path / "run"
+    args = ["--images", str(folder), "--splits", str(splits), "--out", str(out)] + SMALL
+    assert train.main(args + ["--steps", "3"]) == 0
+    assert (out / "last.pt").is_file() and (out / "best.pt").is_file()
+    assert _load(out / "last.pt") == 3
+    payload = torch.load(out / "last.pt", weights_only=True)
+    assert "optimizer" in payload and payload["config"]["depth"] == 2
+    assert payload["train_config"]["batch"] == 4
+    assert train.main(args + ["--steps", "5", "--resume"]) == 0
+    assert _load(out / "last.pt") == 5
+    assert "resumed from" in capsys.readouterr().out
+
+
+def test_train_from_pack_with_time_limit(image_folder, tmp_path):
+    from msrnet_napari.data import load_folder
+
+    folder, splits = image_folder
+    pack = save_pack(tmp_path / "pack.npz", *load_folder(folder, splits))
+    tr, va = load_pack(pack)
+    assert len(tr) == 3 and len(va) == 1 and next(iter(tr.values())).dtype == np.uint8
+    out = tmp_path / "run2"
+    assert train.main(["--pack", str(pack), "--out", str(out), "--steps", "100000",
+                       "--time-limit", "0.1"] + SMALL) == 0
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+
+
+def test_crop_sampler_shapes_and_range():
+    imgs = [np.random.default_rng(i).integers(0, 256, (30 + i, 20 + 2 * i, 3), dtype=np.uint8)
+            for i in range(3)]
+    s = CropSampler(imgs, 24, seed=1)
+    b = s.sample(6)
+    assert tuple(b.shape) == (6, 3, 24, 24) and b.dtype == torch.float32
+    assert 0 <= float(b.min()) and float(b.max()) <= 1
+
+
+def test_overfit_tiny_batch_loss_decreases():
+    torch.manual_seed(0)
+    model = init_weights(MSRNet(MSRNetConfig(depth=2, width=8)), seed=0)
+    opt = train.make_optimizer(model, 3e-3, 1e-6)
+    gen = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
+    bright = torch.from_numpy(rng.random((4, 3, 16, 16)).astype(np.float32) * 0.6 + 0.3)
+    dark = synthesize_torch(bright, gen, mode="gamma")
+    losses = [float(train.train_step(model, opt, dark, bright)) for _ in range(30)]
+    assert losses[-1] < 0.5 * losses[0]
+    assert all(np.isfinite(losses))
+
+
+def test_lr_schedule():
+    args = train.build_parser().parse_args(["--out", "x", "--lr", "1e-3", "--schedule", "cosine",
+                                            "--steps", "100", "--warmup", "10"])
+    assert train.lr_at(0, args, 0, 0) == pytest.approx(1e-4)
+    assert train.lr_at(10, args, 0, 0) == pytest.approx(1e-3, rel=0.05)
+    assert train.lr_at(100, args, 0, 0) == pytest.approx(1e-3 * args.min_lr_frac)
+    assert train.lr_at(50, args, 90, 100) < train.lr_at(50, args, 0, 0)

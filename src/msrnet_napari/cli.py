@@ -1,0 +1,468 @@
+"""``msrnet-enhance``: enhance low-light image files from the command line.
+
+    msrnet-enhance IN [IN ...] -o OUTDIR [--weights CKPT] [--tile N] [--threads N]
+                   [--device auto|cpu|cuda] [--suffix S] [--format keep|png|tif]
+                   [--bit-depth N] [--overwrite] [--quiet]
+
+Each input is a file or a folder (its image files, not recursive; hidden files
+skipped). ``IN/<stem>.<ext>`` is written to ``OUTDIR/<stem><suffix>.<ext>``
+(``--format`` picks the extension). An input file is never overwritten, not
+even with ``--overwrite``, which only allows replacing earlier outputs.
+
+Exit status: 0 all files enhanced, 1 some failed (each reported on stderr as
+``error: <file>: <reason>``), 2 usage error, 130 interrupted (Ctrl-C: the
+running enhancement is cancelled and no partial output is left behind).
+
+No torch and no napari are imported here; images are read/written by
+:mod:`msrnet_napari.image_files` (the ``io`` extra: imageio, tifffile, tqdm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from . import __version__
+from .image_files import (
+    IMAGE_EXTENSIONS,
+    ImageMeta,
+    MissingDependencyError,
+    check_writable,
+    read_image,
+    require_io,
+    write_image,
+)
+
+PROG = "msrnet-enhance"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+_FORMAT_EXT = {"png": ".png", "tif": ".tif"}
+
+_EPILOG = """\
+formats: PNG (8/16-bit), JPEG (8-bit), TIFF (8/16-bit, float, multi-page stacks).
+Data type, shape, page count and colour layout are kept. JPEG input is written
+as JPEG with quality 95 (lossy): use --format png or --format tif for a lossless
+copy. A multi-page TIFF can only be written as TIFF.
+
+exit status: 0 all ok, 1 some files failed, 2 usage error, 130 interrupted.
+"""
+
+
+class _Interrupted(Exception):
+    """Ctrl-C was pressed; stop after cleaning up."""
+
+
+class _Fatal(Exception):
+    """An error that concerns every file (weights, device): stop the run."""
+
+
+class CancelToken(threading.Event):
+    """``is_set()`` for enhance(); also callable, for callers that poll."""
+
+    def __call__(self) -> bool:
+        return self.is_set()
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Enhance low-light images with MSR-net (C++/CUDA engine, no torch needed).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="IN",
+                        help="image files or folders (folders: their %s files, not recursive)"
+                        % "/".join(sorted(IMAGE_EXTENSIONS)))
+    parser.add_argument("-o", "--output", "--outdir", dest="outdir", required=True,
+                        metavar="OUTDIR", help="output folder (created if missing)")
+    parser.add_argument("--weights", metavar="PATH",
+                        help="MSR-net checkpoint (.pt); default: the bundled model")
+    parser.add_argument("--tile", type=_non_negative_int, default=256, metavar="N",
+                        help="tile edge in pixels; memory is bounded by the tile "
+                             "(0 = whole image; default: %(default)s)")
+    parser.add_argument("--threads", type=_non_negative_int, default=0, metavar="N",
+                        help="CPU threads (0 = all cores; default: %(default)s)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="compute device (default: %(default)s = CUDA if available)")
+    parser.add_argument("--suffix", default="_msrnet",
+                        help="appended to each output file stem (default: %(default)s; "
+                             "write --suffix=-x for values starting with '-')")
+    parser.add_argument("--format", choices=("keep", "png", "tif"), default="keep",
+                        help="output format: same as input, PNG or TIFF (default: %(default)s)")
+    parser.add_argument("--bit-depth", type=_positive_int, default=None, metavar="N",
+                        help="white level of integer data is 2**N-1 (e.g. 16 for dark 16-bit "
+                             "images); default: detected from the data like enhance()")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing output files (input files are never replaced)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress output, only errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+# --------------------------------------------------------------------------- planning
+
+@dataclass
+class Job:
+    source: Path
+    target: Path
+
+
+def _err(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _collect_inputs(args: Sequence[str], quiet: bool) -> tuple[list[Path], int]:
+    """Files named or found in folders (deduplicated), and the count of bad arguments."""
+    files: list[Path] = []
+    seen: set[str] = set()
+    failed = 0
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            found = sorted(
+                p for p in path.iterdir()
+                if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+            )
+            if not found and not quiet:
+                print(f"warning: {path}: no image files in this folder", file=sys.stderr)
+        elif path.exists():
+            found = [path]
+        else:
+            _err(f"{path}: no such file or directory")
+            failed += 1
+            continue
+        for p in found:
+            key = _path_key(p)
+            if key not in seen:
+                seen.add(key)
+                files.append(p)
+    return files, failed
+
+
+def _path_key(path: Path) -> str:
+    return os.path.normcase(os.path.realpath(path))
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _target_for(source: Path, outdir: Path, suffix: str, fmt: str) -> Path:
+    if fmt == "keep":
+        ext = source.suffix
+    elif IMAGE_EXTENSIONS.get(source.suffix.lower()) == {"png": "png", "tif": "tiff"}[fmt]:
+        ext = source.suffix  # already that format: keep .tiff / .TIF spelling
+    else:
+        ext = _FORMAT_EXT[fmt]
+    return outdir / f"{source.stem}{suffix}{ext}"
+
+
+def _plan(sources: list[Path], outdir: Path, suffix: str, fmt: str,
+          overwrite: bool) -> tuple[list[Job], int]:
+    jobs: list[Job] = []
+    failed = 0
+    claimed: dict[str, Path] = {}
+    by_key = {_path_key(s): s for s in sources}
+    by_id = {}
+    for s in sources:
+        try:
+            by_id[_file_id(s)] = s
+        except OSError:
+            pass
+    for source in sources:
+        target = _target_for(source, outdir, suffix, fmt)
+        clash = by_key.get(_path_key(target))
+        if clash is None and os.path.exists(target):
+            try:  # hard links, case-insensitive file systems
+                clash = by_id.get(_file_id(target))
+            except OSError:
+                pass
+        if clash is not None:
+            _err(f"{source}: output {target} is an input file ({clash}); refusing to "
+                 f"overwrite it (choose another output folder or --suffix)")
+        elif _path_key(target) in claimed:
+            _err(f"{source}: output {target} would also be written for "
+                 f"{claimed[_path_key(target)]}; use --suffix or separate runs")
+        elif target.is_dir():
+            _err(f"{source}: output {target} is a folder")
+        elif (target.exists() or target.is_symlink()) and not overwrite:
+            _err(f"{source}: output {target} exists (use --overwrite to replace it)")
+        else:
+            claimed[_path_key(target)] = source
+            jobs.append(Job(source, target))
+            continue
+        failed += 1
+    return jobs, failed
+
+
+# --------------------------------------------------------------------------- enhancing
+
+def enhance_image(array: np.ndarray, meta: ImageMeta, enhance: Callable[..., np.ndarray],
+                  **kwargs: Any) -> np.ndarray:
+    """Call ``enhance(array, **kwargs)`` with the layout described by ``meta``.
+
+    RGB(A) samples go last with ``rgb=True`` (planar TIFF is transposed and back);
+    gray+alpha enhances the gray samples and keeps alpha; other multi-sample data
+    is enhanced channel by channel (``channel_axis``); gray data gets ``rgb=False``
+    so that a stack of pages is never mistaken for colour.
+    """
+    axis = meta.channel_axis
+    if meta.kind in ("rgb", "rgba"):
+        moved = np.moveaxis(array, axis, -1) if axis not in (None, -1) else array
+        out = enhance(moved, rgb=True, **kwargs)
+        return np.moveaxis(out, -1, axis) if axis not in (None, -1) else out
+    if meta.kind == "gray+alpha":
+        out = np.array(array, copy=True)
+        gray = np.take(array, 0, axis=axis)
+        out_gray = enhance(gray, rgb=False, **kwargs)
+        idx = [slice(None)] * array.ndim
+        idx[axis] = 0
+        out[tuple(idx)] = out_gray
+        return out
+    if meta.kind == "multichannel":  # enhance() wants channels before Y, X
+        moved = np.moveaxis(array, axis, -3)
+        out = enhance(moved, channel_axis=array.ndim - 3, **kwargs)
+        return np.moveaxis(out, -3, axis)
+    return enhance(array, rgb=False, **kwargs)
+
+
+class _Progress:
+    """tqdm bar over the tiles of one file (total known from the first callback)."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=None, desc=label, unit="tile", file=sys.stderr,
+                            leave=False, dynamic_ncols=True)
+
+    def __call__(self, done: int, total: int) -> bool:
+        bar = self.bar
+        if bar is not None:
+            if bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+        return True
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _SigintHandler:
+    """First Ctrl-C: set the cancel token (the engine stops at the next tile)
+    and stop before the next step; a second Ctrl-C raises KeyboardInterrupt."""
+
+    def __init__(self, token: CancelToken) -> None:
+        self.token = token
+        self.previous: Any = None
+        self.installed = False
+
+    def __enter__(self) -> "_SigintHandler":
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self.previous = signal.signal(signal.SIGINT, self._handle)
+                self.installed = True
+            except (ValueError, OSError):
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.token.is_set():
+            raise KeyboardInterrupt
+        self.token.set()
+        print(f"\n{PROG}: interrupted, stopping (Ctrl-C again to abort at once)",
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.installed:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _check_interrupt(token: CancelToken) -> None:
+    if token.is_set():
+        raise _Interrupted
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, (ValueError, OSError)):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
+def _process(job: Job, *, enhance: Callable[..., np.ndarray], cancelled: type,
+             token: CancelToken, enhance_kwargs: dict, show: bool) -> bool:
+    """Enhance one file; False (after reporting) when the file failed."""
+    try:
+        array, meta = read_image(job.source)
+        check_writable(job.target, array.shape, array.dtype, meta)
+    except MissingDependencyError as exc:
+        raise _Fatal(str(exc)) from exc
+    except (KeyboardInterrupt, _Interrupted):
+        raise
+    except Exception as exc:
+        _err(f"{job.source}: {_reason(exc)}")
+        return False
+    _check_interrupt(token)
+    progress = _Progress(job.source.name, show)
+    try:
+        result = enhance_image(array, meta, enhance, progress=progress, cancel=token,
+                               **enhance_kwargs)
+    except cancelled as exc:
+        raise _Interrupted from exc
+    except (FileNotFoundError, ImportError) as exc:  # no weights / no engine: all would fail
+        raise _Fatal(_reason(exc)) from exc
+    except (KeyboardInterrupt, _Interrupted):
+        raise
+    except Exception as exc:
+        _err(f"{job.source}: {_reason(exc)}")
+        return False
+    finally:
+        progress.close()
+    _check_interrupt(token)
+    try:
+        write_image(job.target, result, meta)
+    except (KeyboardInterrupt, _Interrupted):
+        raise
+    except Exception as exc:
+        _err(f"{job.source}: cannot write {job.target}: {_reason(exc)}")
+        return False
+    return True
+
+
+def _load_api() -> tuple[Callable[..., np.ndarray], type]:
+    from .enhance import enhance as enhance_fn
+
+    try:
+        from .engine import Cancelled
+    except ImportError:  # no compiled engine: enhance() reports that itself
+        class Cancelled(Exception):  # type: ignore[no-redef]
+            pass
+    return enhance_fn, Cancelled
+
+
+def _resolve_weights(weights: Optional[str]) -> Any:
+    """Load the checkpoint once up front (errors concern the whole run)."""
+    from .weights import resolve_weights
+
+    return resolve_weights(weights)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console script entry point; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.weights is not None and not Path(args.weights).is_file():
+        parser.error(f"--weights: no such file: {args.weights}")
+    outdir = Path(args.outdir)
+    if outdir.exists() and not outdir.is_dir():
+        parser.error(f"-o: {outdir} exists and is not a folder")
+    if os.sep in args.suffix or (os.altsep and os.altsep in args.suffix):
+        parser.error("--suffix must not contain a path separator")
+    try:
+        require_io()
+    except MissingDependencyError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+
+    sources, failed = _collect_inputs(args.inputs, args.quiet)
+    jobs, plan_failed = _plan(sources, outdir, args.suffix, args.format, args.overwrite)
+    failed += plan_failed
+    if not jobs:
+        if not sources and not failed:
+            _err("no image files to process")
+        return EXIT_FAILED
+
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _err(f"{outdir}: cannot create output folder: {exc}")
+        return EXIT_FAILED
+
+    try:
+        enhance, cancelled = _load_api()
+        weights = _resolve_weights(args.weights)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        _err(f"weights: {_reason(exc)}" if not isinstance(exc, ImportError) else _reason(exc))
+        return EXIT_FAILED
+    if args.device == "cuda":
+        try:
+            from .engine import cuda_available
+
+            has_cuda = cuda_available()
+        except ImportError:
+            has_cuda = False
+        if not has_cuda:
+            _err("--device cuda: no usable CUDA device (or this build has no CUDA support)")
+            return EXIT_FAILED
+
+    enhance_kwargs = dict(weights=weights, tile=args.tile, threads=args.threads,
+                          device=args.device)
+    if args.bit_depth is not None:
+        enhance_kwargs["bit_depth"] = args.bit_depth
+    show = not args.quiet
+    token = CancelToken()
+    written = 0
+    n = len(jobs)
+    try:
+        with _SigintHandler(token):
+            for i, job in enumerate(jobs, 1):
+                _check_interrupt(token)
+                if show:
+                    print(f"[{i}/{n}] {job.source} -> {job.target}", file=sys.stderr, flush=True)
+                if _process(job, enhance=enhance, cancelled=cancelled, token=token,
+                            enhance_kwargs=enhance_kwargs, show=show):
+                    written += 1
+                else:
+                    failed += 1
+    except (KeyboardInterrupt, _Interrupted):
+        print(f"{PROG}: interrupted; {written} file(s) written, the current one was not",
+              file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except _Fatal as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    if show:
+        print(f"{PROG}: {written} written, {failed} failed", file=sys.stderr, flush=True)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+if __name__ == "__main__":  # python -m msrnet_napari.cli
+    sys.exit(main())

@@ -140,6 +140,16 @@ def test_progress_covers_whole_job_and_cancel_stops(ckpt_path):
     assert len(seen) < 12
 
 
+def test_tile_zero_means_whole_plane_and_bad_tile_rejected(ckpt_path):
+    img = rng_image((40, 50, 3), np.float32)
+    calls = []
+    whole = enhance(img, weights=ckpt_path, tile=0, progress=lambda d, t: calls.append(t))
+    assert calls == [1]
+    np.testing.assert_allclose(whole, enhance(img, weights=ckpt_path, tile=16), atol=1e-5)
+    with pytest.raises(ValueError, match="tile"):
+        enhance(img, weights=ckpt_path, tile=-4)
+
+
 def test_checkpoint_object_and_path_agree(ckpt_path):
     img = rng_image((8, 9, 3), np.uint8)
     np.testing.assert_array_equal(enhance(img, weights=load_checkpoint(ckpt_path)),

@@ -118,6 +118,10 @@ def _scaling_for(data: np.ndarray, *, bit_depth, intensity_range) -> Scaling:
 
 def _enhance_planes(data, layout: Layout, scaling, out_scaling, out_dtype, engine, *,
                     tile, threads, progress, cancel) -> np.ndarray:
+    if tile is None or tile == 0:  # one tile per plane
+        tile = max(layout.plane_shape[:2])
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 0:
+        raise ValueError(f"tile must be a positive number of pixels or 0 (whole plane), got {tile!r}")
     planes = layout.to_planes(data)
     out = np.empty((layout.n_planes, *layout.plane_shape), dtype=out_dtype)
     n = layout.n_planes

@@ -193,3 +193,40 @@ def test_dask_distributed_local_cluster(ckpt_path):
         lazy = enhance(da.from_array(img, chunks=(48, 40, 3)), weights=ckpt_path)
         result = client.compute(lazy).result()
     assert np.abs(result.astype(int) - enhance(img, weights=ckpt_path)).max() <= 1
+
+
+# ------------------------------------------------------------------ exposure normalisation
+
+@pytest.fixture(scope="module")
+def exposure_ckpt(tmp_path_factory):
+    config = MSRNetConfig(depth=2, width=8, exposure_target=0.4)
+    return save_checkpoint(init_weights(MSRNet(config), seed=5),
+                           tmp_path_factory.mktemp("e") / "exposure.pt")
+
+
+def test_exposure_normalised_model_matches_reference(exposure_ckpt):
+    from msrnet_napari.model import model_from_checkpoint
+
+    model = model_from_checkpoint(exposure_ckpt)
+    img = rng_image((20, 24, 3), np.float32) * 0.1  # dark: mean 0.05 -> gain 8
+    x = torch.from_numpy(img).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        expected = model(x)[0].permute(1, 2, 0).clamp(0, 1).numpy()
+    out = enhance(img, weights=exposure_ckpt)
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+    assert model.config.exposure_gain(float(img.mean())) == pytest.approx(0.4 / img.mean(), rel=1e-5)
+    # a brighter copy of the same scene gets a smaller gain: same network input
+    np.testing.assert_allclose(enhance(img * 2, weights=exposure_ckpt), out, atol=1e-4)
+
+
+def test_exposure_gain_is_shared_by_all_planes_and_dask(exposure_ckpt):
+    stack = rng_image((3, 16, 16), np.float32) * np.array([0.05, 0.1, 0.2], np.float32)[:, None, None]
+    out = enhance(stack, weights=exposure_ckpt)
+    gain = load_checkpoint(exposure_ckpt).config.exposure_gain(float(stack.mean()))
+    for z in range(3):
+        np.testing.assert_allclose(out[z], enhance(stack[z], weights=exposure_ckpt, exposure_gain=gain),
+                                   atol=1e-6)
+    lazy = enhance(da.from_array(stack, chunks=(1, 16, 8)), weights=exposure_ckpt)
+    np.testing.assert_allclose(lazy.compute(), out, atol=1e-5)
+    with pytest.raises(ValueError, match="exposure_gain"):
+        enhance(stack, weights=exposure_ckpt, exposure_gain=-1)

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 CHANNELS = 3  # the model works on RGB; gray data is replicated (see enhance)
+MAX_EXPOSURE_GAIN = 64.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class MSRNetConfig:
     depth: int = 10  # K, number of 3x3 convolutions in f2
     width: int = 32  # filters per f2 convolution
     f1_width: int = 3  # channels after f1's 1x1 fusion
+    # Exposure normalisation before f1 (0 = off): the input is multiplied by
+    # exposure_gain(mean of the whole input), see below. Not part of the paper.
+    exposure_target: float = 0.0
 
     def __post_init__(self) -> None:
         bases = tuple(float(v) for v in self.log_bases)
@@ -45,6 +49,9 @@ class MSRNetConfig:
             raise ValueError("log_bases must name at least one scale v_j")
         if any(not (v > 0) for v in bases):
             raise ValueError(f"log_bases must all be > 0, got {bases}")
+        if not (0.0 <= float(self.exposure_target) <= 1.0):
+            raise ValueError(f"exposure_target must lie in [0, 1], got {self.exposure_target!r}")
+        object.__setattr__(self, "exposure_target", float(self.exposure_target))
         for name in ("depth", "width", "f1_width"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -66,7 +73,7 @@ class MSRNetConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MSRNetConfig":
-        known = {"log_bases", "depth", "width", "f1_width"}
+        known = {"log_bases", "depth", "width", "f1_width", "exposure_target"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown MSR-net config keys: {sorted(unknown)}")
@@ -74,6 +81,18 @@ class MSRNetConfig:
         if "log_bases" in kwargs:
             kwargs["log_bases"] = tuple(kwargs["log_bases"])
         return cls(**kwargs)
+
+    def exposure_gain(self, mean: float) -> float:
+        """Input gain for an image whose mean intensity (in [0, 1]) is ``mean``.
+
+        Brightens dark inputs so their mean reaches ``exposure_target``; never
+        darkens (gain >= 1) and never exceeds MAX_EXPOSURE_GAIN. This removes the
+        exposure ambiguity a network with a 1 + depth pixel receptive field cannot
+        resolve on its own. Returns 1 when exposure normalisation is off.
+        """
+        if self.exposure_target <= 0.0:
+            return 1.0
+        return min(max(self.exposure_target / max(float(mean), 1e-6), 1.0), MAX_EXPOSURE_GAIN)
 
     def flops_per_pixel(self) -> int:
         """Multiply-adds x2 of one forward pass, per output pixel."""

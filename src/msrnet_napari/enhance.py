@@ -34,6 +34,7 @@ def enhance(
     bit_depth: Optional[int] = None,
     intensity_range: Optional[tuple[float, float]] = None,
     dtype: Any = None,
+    exposure_gain: Optional[float] = None,
     tile: int = 256,
     threads: int = 0,
     device: str = "auto",
@@ -63,6 +64,12 @@ def enhance(
     dtype : dtype, optional
         Output dtype. Default: the input dtype (same value scale). A float
         dtype for integer input returns values in [0, 1].
+    exposure_gain : float, optional
+        Only for models with exposure normalisation (``config.exposure_target``
+        > 0, as the bundled default): the gain applied to the normalised input.
+        Default: ``config.exposure_gain(mean)`` with the mean of the WHOLE
+        array (all planes), so every plane of a stack gets the same mapping.
+        Pass a number to reuse one gain across calls (e.g. plane by plane).
     tile, threads, device :
         Engine settings: tile edge in pixels (memory is bounded by the tile,
         not the image; 0 = whole plane), CPU threads (0 = all cores), and
@@ -85,7 +92,7 @@ def enhance(
         return _enhance_dask(
             array, checkpoint=checkpoint, channel_axis=channel_axis, rgb=rgb,
             bit_depth=bit_depth, intensity_range=intensity_range, dtype=dtype,
-            tile=tile, threads=threads, device=device,
+            exposure_gain=exposure_gain, tile=tile, threads=threads, device=device,
         )
     data = _as_checked_array(array)
     layout = resolve_layout(data.shape, rgb=rgb, channel_axis=channel_axis)
@@ -94,9 +101,28 @@ def enhance(
     check_dtype(out_dtype)
     # a float output dtype for integer input returns [0, 1] values
     out_scaling = scaling if out_dtype.kind == data.dtype.kind or out_dtype.kind in "ui" else Scaling(0.0, 1.0, "unit")
+    if exposure_gain is None:
+        exposure_gain = checkpoint.config.exposure_gain(_unit_mean(data, layout, scaling))
     engine = _engine_for(checkpoint, device)
     return _enhance_planes(data, layout, scaling, out_scaling, out_dtype, engine,
-                           tile=tile, threads=threads, progress=progress, cancel=cancel)
+                           gain=_checked_gain(exposure_gain), tile=tile, threads=threads,
+                           progress=progress, cancel=cancel)
+
+
+def _unit_mean(data: np.ndarray, layout: Layout, scaling: Scaling) -> float:
+    """Mean normalised intensity of the whole array (colour channels only), plane by plane."""
+    planes = layout.to_planes(data)
+    total = 0.0
+    for plane in planes:
+        total += float(to_unit(plane[..., :3] if layout.rgb else plane, scaling).mean(dtype=np.float64))
+    return total / len(planes)
+
+
+def _checked_gain(gain: Any) -> float:
+    gain = float(gain)
+    if not (np.isfinite(gain) and gain > 0):
+        raise ValueError(f"exposure_gain must be a positive number, got {gain!r}")
+    return gain
 
 
 def _as_checked_array(array: Any) -> np.ndarray:
@@ -117,7 +143,7 @@ def _scaling_for(data: np.ndarray, *, bit_depth, intensity_range) -> Scaling:
 
 
 def _enhance_planes(data, layout: Layout, scaling, out_scaling, out_dtype, engine, *,
-                    tile, threads, progress, cancel) -> np.ndarray:
+                    gain, tile, threads, progress, cancel) -> np.ndarray:
     if tile is None or tile == 0:  # one tile per plane
         tile = max(layout.plane_shape[:2])
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 0:
@@ -132,6 +158,8 @@ def _enhance_planes(data, layout: Layout, scaling, out_scaling, out_dtype, engin
             raise Cancelled("enhancement cancelled")
         plane = planes[i]
         rgb_in = _to_network_input(plane, layout.rgb, scaling)
+        if gain != 1.0:
+            rgb_in *= np.float32(gain)
         result = engine.run(rgb_in, tile=tile, threads=threads,
                             progress=_plane_progress(i, n, progress, cancel))
         if not layout.rgb:
@@ -193,7 +221,7 @@ def _is_dask(array: Any) -> bool:
 
 
 def _enhance_dask(array, *, checkpoint, channel_axis, rgb, bit_depth, intensity_range,
-                  dtype, tile, threads, device):
+                  dtype, exposure_gain, tile, threads, device):
     """Lazy enhancement: each block is enhanced with a halo of the receptive radius.
 
     Integer data wider than 8 bits needs its bit depth: pass ``bit_depth`` or
@@ -209,6 +237,8 @@ def _enhance_dask(array, *, checkpoint, channel_axis, rgb, bit_depth, intensity_
         scaling = choose_scaling(array.dtype, maximum=float(hi), minimum=float(lo))
         intensity_range = (scaling.low, scaling.high)
     out_dtype = np.dtype(dtype) if dtype is not None else array.dtype
+    if exposure_gain is None and checkpoint.config.exposure_target > 0:
+        exposure_gain = _dask_gain(array, layout, checkpoint, bit_depth, intensity_range)
     radius = checkpoint.config.receptive_radius
     y, x = layout.spatial_axes
     depth = {ax: 0 for ax in range(array.ndim)}
@@ -219,9 +249,21 @@ def _enhance_dask(array, *, checkpoint, channel_axis, rgb, bit_depth, intensity_
     def block(b: np.ndarray) -> np.ndarray:
         return enhance(b, weights=checkpoint, channel_axis=layout.channel_axis, rgb=layout.rgb,
                        bit_depth=bit_depth, intensity_range=intensity_range, dtype=out_dtype,
-                       tile=tile, threads=threads, device=device)
+                       exposure_gain=exposure_gain, tile=tile, threads=threads, device=device)
 
     # dask rechunks blocks smaller than the halo itself (allow_rechunk)
     return array.map_overlap(block, depth=depth, boundary="none", dtype=out_dtype,
                              meta=np.empty((0,) * array.ndim, dtype=out_dtype))
 
+
+def _dask_gain(array, layout: Layout, checkpoint: Checkpoint, bit_depth, intensity_range) -> float:
+    """Exposure gain from the whole lazy array (one pass), matching the eager rule."""
+    if layout.rgb:
+        array = array[..., :3]
+    if array.dtype.kind == "f" and intensity_range is None:
+        scaling = choose_scaling(array.dtype, maximum=1.0, minimum=0.0)  # checked per block
+    else:
+        scaling = choose_scaling(array.dtype, bit_depth=bit_depth, intensity_range=intensity_range,
+                                 maximum=None if bit_depth or intensity_range else 2**8 - 1)
+    mean = float(array.map_blocks(to_unit, scaling, dtype=np.float32).mean(dtype=np.float64).compute())
+    return checkpoint.config.exposure_gain(mean)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import CHANNELS, MSRNetConfig, parameter_shapes
+from .config import CHANNELS, MAX_EXPOSURE_GAIN, MSRNetConfig, parameter_shapes
 
 CHECKPOINT_FORMAT = "msrnet-napari"
 CHECKPOINT_VERSION = 1
@@ -66,7 +66,15 @@ class MSRNet(nn.Module):
         self.f3 = nn.Conv2d(CHANNELS, CHANNELS, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.f3(self.f2(self.f1(x)))
+        return self.f3(self.f2(self.f1(self.normalise_exposure(x))))
+
+    def normalise_exposure(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample gain from the mean of the whole input (config.exposure_gain)."""
+        target = self.config.exposure_target
+        if target <= 0.0:
+            return x
+        mean = x.detach().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+        return x * (target / mean).clamp(1.0, MAX_EXPOSURE_GAIN)
 
 
 def init_weights(model: MSRNet, seed: int | None = None, gain: float = 1.0) -> MSRNet:

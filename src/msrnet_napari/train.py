@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--width", type=int, default=32)
     m.add_argument("--f1-width", type=int, default=3)
     m.add_argument("--log-bases", default="1,10,100,300")
+    m.add_argument("--exposure-target", type=float, default=0.0,
+                   help="exposure normalisation before f1: scale dark inputs so their mean "
+                        "reaches this value (0 = off, as in the paper)")
     return p
 
 
@@ -241,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         bases = tuple(float(v) for v in str(args.log_bases).split(",") if v.strip())
         config = MSRNetConfig(log_bases=bases, depth=args.depth, width=args.width,
-                              f1_width=args.f1_width)
+                              f1_width=args.f1_width, exposure_target=args.exposure_target)
     torch.manual_seed(args.seed)
     model = init_weights(MSRNet(config), seed=args.seed)
     if payload is not None:

@@ -8,6 +8,7 @@ import pytest
 import msrnet_napari
 from msrnet_napari import enhance
 from msrnet_napari.checkpoint import load_checkpoint
+from msrnet_napari.enhance import exposure_gain_for
 
 torch = pytest.importorskip("torch")
 from msrnet_napari.config import MSRNetConfig  # noqa: E402
@@ -150,6 +151,10 @@ def test_tile_zero_means_whole_plane_and_bad_tile_rejected(ckpt_path):
         enhance(img, weights=ckpt_path, tile=-4)
 
 
+def test_no_exposure_gain_without_exposure_normalisation(ckpt_path):
+    assert exposure_gain_for(rng_image((8, 8), np.float32) * 0.01, weights=ckpt_path) == 1.0
+
+
 def test_checkpoint_object_and_path_agree(ckpt_path):
     img = rng_image((8, 9, 3), np.uint8)
     np.testing.assert_array_equal(enhance(img, weights=load_checkpoint(ckpt_path)),
@@ -223,6 +228,7 @@ def test_exposure_gain_is_shared_by_all_planes_and_dask(exposure_ckpt):
     stack = rng_image((3, 16, 16), np.float32) * np.array([0.05, 0.1, 0.2], np.float32)[:, None, None]
     out = enhance(stack, weights=exposure_ckpt)
     gain = load_checkpoint(exposure_ckpt).config.exposure_gain(float(stack.mean()))
+    assert exposure_gain_for(stack, weights=exposure_ckpt) == pytest.approx(gain, rel=1e-6)
     for z in range(3):
         np.testing.assert_allclose(out[z], enhance(stack[z], weights=exposure_ckpt, exposure_gain=gain),
                                    atol=1e-6)

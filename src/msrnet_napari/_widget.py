@@ -278,6 +278,7 @@ def execute_job(
 ) -> Outcome:
     """Run one job (in the worker thread). Never raises: errors become an Outcome."""
     from . import enhance
+    from .enhance import exposure_gain_for
 
     try:
         if cancel is not None and cancel.is_set():
@@ -288,6 +289,9 @@ def execute_job(
         scaling = choose_scaling_kwargs(array if job.reference is None else job.reference)
         kwargs = dict(weights=job.weights, rgb=job.rgb, tile=job.tile, threads=job.threads,
                       device=job.device, **scaling)
+        if job.reference is not None:  # one plane of an in-memory stack: the stack's gain
+            kwargs["exposure_gain"] = exposure_gain_for(job.reference, weights=job.weights,
+                                                        rgb=job.rgb, **scaling)
         if job.lazy:  # progress/cancel do not apply: blocks compute when napari draws them
             result = enhance(array, **kwargs)
         else:

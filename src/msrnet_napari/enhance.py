@@ -125,6 +125,28 @@ def _checked_gain(gain: Any) -> float:
     return gain
 
 
+def exposure_gain_for(
+    array: Any,
+    *,
+    weights: Any = None,
+    rgb: Optional[bool] = None,
+    channel_axis: Optional[int] = None,
+    bit_depth: Optional[int] = None,
+    intensity_range: Optional[tuple[float, float]] = None,
+) -> float:
+    """The exposure gain :func:`enhance` would apply to ``array`` (1.0 for models
+    without exposure normalisation). Use it to enhance part of a stack (one
+    plane) with the gain of the whole stack: ``enhance(plane, exposure_gain=g)``.
+    """
+    checkpoint = resolve_weights(weights)
+    if checkpoint.config.exposure_target <= 0:
+        return 1.0
+    data = _as_checked_array(array)
+    layout = resolve_layout(data.shape, rgb=rgb, channel_axis=channel_axis)
+    scaling = _scaling_for(data, bit_depth=bit_depth, intensity_range=intensity_range)
+    return checkpoint.config.exposure_gain(_unit_mean(data, layout, scaling))
+
+
 def _as_checked_array(array: Any) -> np.ndarray:
     data = np.asarray(array)
     check_dtype(data.dtype)

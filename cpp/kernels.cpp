@@ -1,0 +1,452 @@
+// 3x3 convolution kernels (direct and Winograd F(2x2,3x3) / F(4x4,3x3)) on HWC maps.
+//
+// This file is compiled several times with different instruction-set flags;
+// MSRNET_KERNEL_NS names the namespace of each copy (see kernels.h for the map
+// layout).  All arithmetic goes through the 8-float vector type `v8`: GCC/Clang
+// vector extensions lower it to one AVX register, two SSE/NEON registers, or
+// (with AVX-512VL) a ymm register out of 32, so the same source serves all ISAs.
+// Inner loops vectorise over output channels (a block of 8) and register-block
+// P pixels x NB channel blocks of accumulators.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "kernels.h"
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+#ifndef MSRNET_KERNEL_NS
+#error "compile kernels.cpp with -DMSRNET_KERNEL_NS=<isa name>"
+#endif
+
+namespace msrnet::kernels::MSRNET_KERNEL_NS {
+namespace {
+
+// ----------------------------------------------------------------- vector type
+#if defined(__GNUC__) || defined(__clang__)
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));  // unaligned access
+inline v8 load(const float* p) { return *reinterpret_cast<const v8u*>(p); }
+inline void store(float* p, v8 v) { *reinterpret_cast<v8u*>(p) = v; }
+inline v8 splat(float x) { return v8{x, x, x, x, x, x, x, x}; }
+inline v8 relu(v8 a) {
+#if defined(__AVX__)
+    return (v8)_mm256_max_ps((__m256)a, _mm256_setzero_ps());
+#else
+    v8 r;
+    for (int i = 0; i < 8; ++i) r[i] = a[i] > 0.0f ? a[i] : 0.0f;
+    return r;
+#endif
+}
+#else  // MSVC and others: plain struct, left to the auto-vectoriser
+struct v8 {
+    float v[8];
+    float& operator[](int i) { return v[i]; }
+    float operator[](int i) const { return v[i]; }
+};
+inline v8 operator+(v8 a, v8 b) { for (int i = 0; i < 8; ++i) a.v[i] += b.v[i]; return a; }
+inline v8 operator-(v8 a, v8 b) { for (int i = 0; i < 8; ++i) a.v[i] -= b.v[i]; return a; }
+inline v8 operator*(v8 a, v8 b) { for (int i = 0; i < 8; ++i) a.v[i] *= b.v[i]; return a; }
+inline v8& operator+=(v8& a, v8 b) { a = a + b; return a; }
+inline v8 load(const float* p) { v8 r; std::memcpy(r.v, p, sizeof r.v); return r; }
+inline void store(float* p, v8 v) { std::memcpy(p, v.v, sizeof v.v); }
+inline v8 splat(float x) { v8 r; for (int i = 0; i < 8; ++i) r.v[i] = x; return r; }
+inline v8 relu(v8 a) { for (int i = 0; i < 8; ++i) a.v[i] = a.v[i] > 0.0f ? a.v[i] : 0.0f; return a; }
+#endif
+
+// log1p(y) on 8 lanes: Cephes logf on u = 1 + y, plus the first-order
+// correction (y - (u - 1)) / u that restores log1p's accuracy for small y.
+// Lanes outside the polynomial's safe range (u not in [1e-30, 1e30], NaN)
+// are recomputed with std::log1p by the caller (returns false).
+#if defined(__GNUC__) || defined(__clang__)
+typedef int v8i __attribute__((vector_size(32)));
+inline bool log1p8(v8 y, v8& out) {
+    const v8 u = y + 1.0f;
+    for (int i = 0; i < 8; ++i)
+        if (!(u[i] >= 1e-30f && u[i] <= 1e30f)) return false;
+    const v8i bits = (v8i)u;
+    v8 e = __builtin_convertvector(((bits >> 23) & 0xff) - 126, v8);
+    v8 m = (v8)((bits & 0x807fffff) | 0x3f000000);  // mantissa in [0.5, 1)
+    const v8i small = m < 0.707106781186547524f;
+    e = e - (v8)((v8i)splat(1.0f) & small);            // e -= 1 where small
+    m = m + (v8)((v8i)m & small) - 1.0f;                // m = 2m - 1 or m - 1
+    const v8 z = m * m;
+    v8 p = splat(7.0376836292e-2f);
+    p = p * m - 1.1514610310e-1f;
+    p = p * m + 1.1676998740e-1f;
+    p = p * m - 1.2420140846e-1f;
+    p = p * m + 1.4249322787e-1f;
+    p = p * m - 1.6668057665e-1f;
+    p = p * m + 2.0000714765e-1f;
+    p = p * m - 2.4999993993e-1f;
+    p = p * m + 3.3333331174e-1f;
+    v8 r = p * m * z;
+    r = r - 2.12194440e-4f * e;
+    r = r - 0.5f * z;
+    r = m + r + 0.693359375f * e;
+    out = r + (y - (u - 1.0f)) / u;
+    return true;
+}
+#else
+inline bool log1p8(v8, v8&) { return false; }
+#endif
+
+inline float hsum(v8 a) {
+    float s = 0.0f;
+    for (int i = 0; i < 8; ++i) s += a[i];
+    return s;
+}
+
+// Pixels per register block for NB output-channel blocks: accumulators P*NB
+// must leave room for the weights and a broadcast (16 vector registers on
+// AVX2/SSE, 32 with AVX-512VL).
+#if defined(__AVX512F__)
+constexpr int kRegs = 32;
+#else
+constexpr int kRegs = 16;
+#endif
+template <int NB>
+constexpr int pixels_per_block() {
+    return NB == 4 ? (kRegs == 32 ? 6 : 3) : NB == 3 ? (kRegs == 32 ? 8 : 4) : NB == 2 ? (kRegs == 32 ? 12 : 6) : 8;
+}
+
+// ---------------------------------------------------------------- 1x1 fusion
+// acc[k] += sum_c fw[k][c] * h[c] for the pixels of row y inside fuse->rect.
+void fuse_row(const FuseTarget& f, const MapView& out, int cout_p, int y, int x0, int x1) {
+    if (y < f.rect.y0 || y >= f.rect.y1) return;
+    x0 = std::max(x0, f.rect.x0);
+    x1 = std::min(x1, f.rect.x1);
+    float* acc = f.acc + static_cast<size_t>(y - f.rect.y0) * f.rect.width() * 3;
+    for (int x = x0; x < x1; ++x) {
+        const float* h = out.at(y, x);
+        v8 s0 = splat(0.0f), s1 = s0, s2 = s0;
+        for (int c = 0; c < cout_p; c += kBlock) {
+            const v8 hv = load(h + c);
+            s0 += hv * load(f.w + c);
+            s1 += hv * load(f.w + cout_p + c);
+            s2 += hv * load(f.w + 2 * cout_p + c);
+        }
+        float* a = acc + static_cast<size_t>(x - f.rect.x0) * 3;
+#if defined(__AVX__)
+        // lanes 0..2 of the result hold the three horizontal sums
+        const __m256 h01 = _mm256_hadd_ps((__m256)s0, (__m256)s1);
+        const __m256 h22 = _mm256_hadd_ps((__m256)s2, (__m256)s2);
+        const __m256 hs = _mm256_hadd_ps(h01, h22);
+        const __m128 t = _mm_add_ps(_mm256_castps256_ps128(hs), _mm256_extractf128_ps(hs, 1));
+        float sums[4];
+        _mm_storeu_ps(sums, t);
+        a[0] += sums[0];
+        a[1] += sums[1];
+        a[2] += sums[2];
+#else
+        a[0] += hsum(s0);
+        a[1] += hsum(s1);
+        a[2] += hsum(s2);
+#endif
+    }
+}
+
+// ------------------------------------------------------------ direct 3x3 conv
+// P consecutive output pixels x NB*8 output channels starting at channel co0.
+// `in` points at the top-left tap of the first pixel, i.e. input (y-1, x-1).
+template <int P, int NB>
+inline void direct_block(const float* in, size_t rs, int cpi, int cin, const float* w,
+                         int cout_p, const float* bias, float* out, int cpo, bool do_relu) {
+    v8 acc[P][NB];
+    for (int nb = 0; nb < NB; ++nb) {
+        const v8 b = load(bias + nb * kBlock);
+        for (int p = 0; p < P; ++p) acc[p][nb] = b;
+    }
+    for (int t = 0; t < 9; ++t) {
+        const float* ip = in + (t / 3) * rs + (t % 3) * cpi;
+        const float* wp = w + static_cast<size_t>(t) * cin * cout_p;
+        for (int ci = 0; ci < cin; ++ci) {
+            v8 wv[NB];
+            for (int nb = 0; nb < NB; ++nb) wv[nb] = load(wp + ci * cout_p + nb * kBlock);
+            for (int p = 0; p < P; ++p) {
+                const v8 a = splat(ip[p * cpi + ci]);
+                for (int nb = 0; nb < NB; ++nb) acc[p][nb] += a * wv[nb];
+            }
+        }
+    }
+    for (int p = 0; p < P; ++p)
+        for (int nb = 0; nb < NB; ++nb)
+            store(out + p * cpo + nb * kBlock, do_relu ? relu(acc[p][nb]) : acc[p][nb]);
+}
+
+template <int NB>
+void direct_row(const PackedConv& cv, const MapView& in, const MapView& out, int y, int x0,
+                int x1, int co0, bool do_relu) {
+    constexpr int P = pixels_per_block<NB>();
+    const size_t rs = in.row_stride();
+    const float* w = cv.w.data() + co0;
+    const float* b = cv.b.data() + co0;
+    int x = x0;
+    for (; x + P <= x1; x += P)
+        direct_block<P, NB>(in.at(y - 1, x - 1), rs, in.cp, cv.cin, w, cv.cout_p, b,
+                            out.at(y, x) + co0, out.cp, do_relu);
+    for (; x < x1; ++x)
+        direct_block<1, NB>(in.at(y - 1, x - 1), rs, in.cp, cv.cin, w, cv.cout_p, b,
+                            out.at(y, x) + co0, out.cp, do_relu);
+}
+
+void conv_direct(const PackedConv& cv, const MapView& in, const MapView& out, Rect r,
+                 bool do_relu, const FuseTarget* fuse, int threads) {
+    (void)threads;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1)
+    for (int y = r.y0; y < r.y1; ++y) {
+        for (int co0 = 0; co0 < cv.cout_p; co0 += 4 * kBlock) {
+            switch (std::min(4, (cv.cout_p - co0) / kBlock)) {
+                case 4: direct_row<4>(cv, in, out, y, r.x0, r.x1, co0, do_relu); break;
+                case 3: direct_row<3>(cv, in, out, y, r.x0, r.x1, co0, do_relu); break;
+                case 2: direct_row<2>(cv, in, out, y, r.x0, r.x1, co0, do_relu); break;
+                default: direct_row<1>(cv, in, out, y, r.x0, r.x1, co0, do_relu); break;
+            }
+        }
+        if (fuse) fuse_row(*fuse, out, cv.cout_p, y, r.x0, r.x1);
+    }
+}
+
+// ------------------------------------------------ Winograd F(m x m, 3x3) conv
+// Output tiles of m x m pixels read (m+2) x (m+2) input patches starting at
+// (y-1, x-1).  Work item = one row of tiles (m output rows) x Tiles tiles:
+//   V[xi][t][ci] = (B^T d B)[xi]                       input transform
+//   M[xi][t][co] = sum_ci V[xi][t][ci] U[xi][ci][co]   (m+2)^2 small GEMMs
+//   out          = A^T M A + bias, ReLU                output transform
+// U = G g G^T is packed by the engine.  V, M and U of one item stay in L2.
+// The 1-D transforms below are applied to columns, then to rows.
+template <int M> struct Wino;
+
+template <> struct Wino<2> {  // B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
+    static constexpr int kA = 4, kTiles = 24;
+    static void in(const v8* d, v8* t) {
+        t[0] = d[0] - d[2];
+        t[1] = d[1] + d[2];
+        t[2] = d[2] - d[1];
+        t[3] = d[1] - d[3];
+    }
+    static void out(const v8* m, v8* y) {  // A^T = [1 1 1 0; 0 1 -1 -1]
+        y[0] = m[0] + m[1] + m[2];
+        y[1] = m[1] - m[2] - m[3];
+    }
+};
+
+template <> struct Wino<4> {  // Lavin & Gray's F(4x4, 3x3)
+    static constexpr int kA = 6, kTiles = 12;
+    static void in(const v8* d, v8* t) {
+        t[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
+        t[1] = d[3] + d[4] - 4.0f * (d[1] + d[2]);
+        t[2] = d[4] - d[3] + 4.0f * (d[1] - d[2]);
+        t[3] = d[4] - d[2] + 2.0f * (d[3] - d[1]);
+        t[4] = d[4] - d[2] - 2.0f * (d[3] - d[1]);
+        t[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
+    }
+    static void out(const v8* m, v8* y) {
+        const v8 s12 = m[1] + m[2], d12 = m[1] - m[2];
+        const v8 s34 = m[3] + m[4], d34 = m[3] - m[4];
+        y[0] = m[0] + s12 + s34;
+        y[1] = d12 + 2.0f * d34;
+        y[2] = s12 + 4.0f * s34;
+        y[3] = d12 + 8.0f * d34 + m[5];
+    }
+};
+
+template <int P, int NB>
+inline void wino_gemm_block(const float* v, int cin, const float* u, int cout_p, float* m) {
+    v8 acc[P][NB];
+    for (int p = 0; p < P; ++p)
+        for (int nb = 0; nb < NB; ++nb) acc[p][nb] = splat(0.0f);
+    for (int ci = 0; ci < cin; ++ci) {
+        v8 wv[NB];
+        for (int nb = 0; nb < NB; ++nb) wv[nb] = load(u + ci * cout_p + nb * kBlock);
+        for (int p = 0; p < P; ++p) {
+            const v8 a = splat(v[p * cin + ci]);
+            for (int nb = 0; nb < NB; ++nb) acc[p][nb] += a * wv[nb];
+        }
+    }
+    for (int p = 0; p < P; ++p)
+        for (int nb = 0; nb < NB; ++nb) store(m + p * cout_p + nb * kBlock, acc[p][nb]);
+}
+
+template <int NB>
+void wino_gemm(const float* v, int nt, int cin, const float* u, int cout_p, int co0, float* m) {
+    constexpr int P = pixels_per_block<NB>();
+    int t = 0;
+    for (; t + P <= nt; t += P)
+        wino_gemm_block<P, NB>(v + t * cin, cin, u + co0, cout_p, m + t * cout_p + co0);
+    for (; t < nt; ++t)
+        wino_gemm_block<1, NB>(v + t * cin, cin, u + co0, cout_p, m + t * cout_p + co0);
+}
+
+template <int Mt>
+void wino_item(const PackedConv& cv, const MapView& in, const MapView& out, Rect r, bool do_relu,
+               int y, int xt0, int nt, float* V, float* Mb) {
+    using W = Wino<Mt>;
+    constexpr int A = W::kA, T = W::kTiles;
+    const int cin = cv.cin, cpo = cv.cout_p;
+    const size_t rs = in.row_stride();
+    const int cpi = in.cp;
+    // input transform
+    const size_t vs = static_cast<size_t>(T) * cin;  // stride between xi
+    for (int t = 0; t < nt; ++t) {
+        const float* base = in.at(y - 1, r.x0 + Mt * (xt0 + t) - 1);
+#if defined(__GNUC__) || defined(__clang__)
+        // The input map is larger than L2: prefetch the pixels that tile t + 2
+        // adds to its patch (columns 2m+2 .. 3m+1 relative to this patch).
+        if (t + 2 < nt) {
+            for (int i = 0; i < A; ++i) {
+                const float* pf = base + i * rs + (2 * Mt + 2) * cpi;
+                for (int off = 0; off < Mt * cpi; off += 16) __builtin_prefetch(pf + off);
+            }
+        }
+#endif
+        for (int c = 0; c < cin; c += kBlock) {
+            v8 d[A][A], bt[A][A];
+            for (int j = 0; j < A; ++j) {  // columns: bt[.][j] = B^T d[.][j]
+                v8 col[A], tcol[A];
+                for (int i = 0; i < A; ++i) col[i] = load(base + i * rs + j * cpi + c);
+                W::in(col, tcol);
+                for (int i = 0; i < A; ++i) bt[i][j] = tcol[i];
+            }
+            for (int i = 0; i < A; ++i) {  // rows: d[i] = bt[i] B
+                W::in(bt[i], d[i]);
+                float* vp = V + (static_cast<size_t>(i * A) * T + t) * cin + c;
+                for (int j = 0; j < A; ++j) store(vp + j * vs, d[i][j]);
+            }
+        }
+    }
+    // (m+2)^2 GEMMs
+    for (int xi = 0; xi < A * A; ++xi) {
+        const float* v = V + xi * vs;
+        const float* u = cv.wino.data() + static_cast<size_t>(xi) * cin * cpo;
+        float* m = Mb + static_cast<size_t>(xi) * T * cpo;
+        for (int co0 = 0; co0 < cpo; co0 += 4 * kBlock) {
+            switch (std::min(4, (cpo - co0) / kBlock)) {
+                case 4: wino_gemm<4>(v, nt, cin, u, cpo, co0, m); break;
+                case 3: wino_gemm<3>(v, nt, cin, u, cpo, co0, m); break;
+                case 2: wino_gemm<2>(v, nt, cin, u, cpo, co0, m); break;
+                default: wino_gemm<1>(v, nt, cin, u, cpo, co0, m); break;
+            }
+        }
+    }
+    // output transform
+    const size_t ms = static_cast<size_t>(T) * cpo;  // stride between xi
+    const int rows = std::min(Mt, r.y1 - y);
+    for (int t = 0; t < nt; ++t) {
+        const int x = r.x0 + Mt * (xt0 + t);
+        const int cols = std::min(Mt, r.x1 - x);
+        for (int c = 0; c < cpo; c += kBlock) {
+            const float* mp = Mb + static_cast<size_t>(t) * cpo + c;
+            v8 at[Mt][A];
+            for (int j = 0; j < A; ++j) {  // columns: at[.][j] = A^T m[.][j]
+                v8 col[A], ycol[Mt];
+                for (int i = 0; i < A; ++i) col[i] = load(mp + (i * A + j) * ms);
+                W::out(col, ycol);
+                for (int i = 0; i < Mt; ++i) at[i][j] = ycol[i];
+            }
+            const v8 b = load(cv.b.data() + c);
+            for (int i = 0; i < rows; ++i) {  // rows: y = at[i] A
+                v8 yr[Mt];
+                W::out(at[i], yr);
+                float* o = out.at(y + i, x) + c;
+                for (int j = 0; j < cols; ++j) {
+                    const v8 val = yr[j] + b;
+                    store(o + j * out.cp, do_relu ? relu(val) : val);
+                }
+            }
+        }
+    }
+}
+
+template <int Mt>
+void conv_winograd(const PackedConv& cv, const MapView& in, const MapView& out, Rect r,
+                   bool do_relu, const FuseTarget* fuse, int threads) {
+    constexpr int A = Wino<Mt>::kA, T = Wino<Mt>::kTiles;
+    const int ntx = (r.width() + Mt - 1) / Mt, nty = (r.height() + Mt - 1) / Mt;
+    const int nchunks = (ntx + T - 1) / T;
+    const int items = nty * nchunks;
+    // The last tiles of a row / column read up to 3 pixels past the input's
+    // valid rectangle (r grown by 1).  Exact arithmetic cancels them, float
+    // rounding does not quite, so make them zeros rather than stale values from
+    // an earlier layer or tile: results then do not depend on buffer history.
+    for (int y = r.y1 + 1; y <= r.y1 + 3; ++y)
+        std::memset(in.at(y, r.x0 - 1), 0, static_cast<size_t>(r.width() + 5) * in.cp * sizeof(float));
+    for (int y = r.y0 - 1; y <= r.y1; ++y)
+        std::memset(in.at(y, r.x1 + 1), 0, static_cast<size_t>(3) * in.cp * sizeof(float));
+    (void)threads;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        std::vector<float> V(static_cast<size_t>(A * A) * T * cv.cin);
+        std::vector<float> M(static_cast<size_t>(A * A) * T * cv.cout_p);
+#pragma omp for schedule(dynamic, 1)
+        for (int item = 0; item < items; ++item) {
+            const int ty = item / nchunks, ch = item % nchunks;
+            const int y = r.y0 + Mt * ty, xt0 = ch * T;
+            const int nt = std::min(T, ntx - xt0);
+            wino_item<Mt>(cv, in, out, r, do_relu, y, xt0, nt, V.data(), M.data());
+            if (fuse) {
+                const int x0 = r.x0 + Mt * xt0, x1 = std::min(r.x1, x0 + Mt * nt);
+                for (int i = 0; i < Mt && y + i < r.y1; ++i)
+                    fuse_row(*fuse, out, cv.cout_p, y + i, x0, x1);
+            }
+        }
+    }
+}
+
+void conv3x3(const PackedConv& cv, const MapView& in, const MapView& out, Rect r, bool do_relu,
+             const FuseTarget* fuse, bool winograd, int threads) {
+    if (r.empty()) return;
+    const bool wino = winograd && !cv.wino.empty() && cv.cin % kBlock == 0;
+    if (wino && cv.wino_m == 4)
+        conv_winograd<4>(cv, in, out, r, do_relu, fuse, threads);
+    else if (wino && cv.wino_m == 2)
+        conv_winograd<2>(cv, in, out, r, do_relu, fuse, threads);
+    else
+        conv_direct(cv, in, out, r, do_relu, fuse, threads);
+}
+
+void f1_row(const F1Params& p, const float* px, int w, float* dst, int dst_cp, float* scratch) {
+    const int n3 = 3 * p.n, len = 3 * w;
+    // scratch[j][i] = log1p(v_j * px[i]) * inv_log_j over the row's 3w values
+    for (int j = 0; j < p.n; ++j) {
+        const float v = p.bases[j], s = p.inv_log[j];
+        float* lj = scratch + static_cast<size_t>(j) * len;
+        int i = 0;
+        for (; i + kBlock <= len; i += kBlock) {
+            v8 r;
+            if (log1p8(load(px + i) * v, r)) {
+                store(lj + i, r * s);
+            } else {
+                for (int q = 0; q < kBlock; ++q) lj[i + q] = std::log1p(v * px[i + q]) * s;
+            }
+        }
+        for (; i < len; ++i) lj[i] = std::log1p(v * px[i]) * s;
+    }
+    for (int x = 0; x < w; ++x) {
+        float* d = dst + static_cast<size_t>(x) * dst_cp;
+        for (int q = 0; q < p.f; ++q) {
+            const float* wq = p.fuse_w + static_cast<size_t>(q) * n3;
+            float acc = p.fuse_b[q];
+            for (int j = 0; j < p.n; ++j) {
+                const float* lj = scratch + static_cast<size_t>(j) * len + 3 * x;
+                acc += wq[3 * j] * lj[0] + wq[3 * j + 1] * lj[1] + wq[3 * j + 2] * lj[2];
+            }
+            d[q] = acc > 0.0f ? acc : 0.0f;
+        }
+    }
+}
+
+#define MSRNET_STR2(x) #x
+#define MSRNET_STR(x) MSRNET_STR2(x)
+
+}  // namespace
+
+const KernelTable& table() {
+    static const KernelTable t{MSRNET_STR(MSRNET_KERNEL_NS), &f1_row, &conv3x3};
+    return t;
+}
+
+}  // namespace msrnet::kernels::MSRNET_KERNEL_NS

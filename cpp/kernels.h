@@ -1,0 +1,93 @@
+// Convolution kernels of the CPU engine, shared interface of the per-ISA builds.
+//
+// Feature-map layout ("HWC with border"): a map of h x w pixels and `cp` channel
+// slots stores pixel (y, x), channel c at
+//     data[((y + 1) * (w + 5) + (x + 1)) * cp + c]
+// i.e. one extra pixel above / left and four below / right.  The ring one pixel
+// outside the image is kept at zero, which is exactly PyTorch's padding=1; the
+// extra rings on the bottom/right (zeroed too) only let the Winograd path read
+// whole 6x6 patches at the last, partial tile of a row.  Output maps have cp a multiple
+// of 8 (kBlock) so a pixel's channels are whole SIMD vectors; padded channels
+// have zero weights and bias, so they stay zero.
+//
+// kernels.cpp is compiled once per instruction set (generic, avx2, avx512),
+// each into namespace msrnet::kernels::<isa>; engine_cpu.cpp picks one table.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+namespace msrnet::kernels {
+
+constexpr int kBlock = 8;  // channels per SIMD block (one AVX2 register)
+
+inline int round_up(int n, int m) { return (n + m - 1) / m * m; }
+
+struct Rect {  // half-open pixel rectangle [y0, y1) x [x0, x1) in map coordinates
+    int y0 = 0, y1 = 0, x0 = 0, x1 = 0;
+    int height() const { return y1 - y0; }
+    int width() const { return x1 - x0; }
+    bool empty() const { return y1 <= y0 || x1 <= x0; }
+};
+
+struct MapView {
+    static constexpr int kPad = 5;  // border pixels per row/column: 1 before, 4 after
+    float* data = nullptr;
+    int h = 0, w = 0, cp = 0;
+    size_t row_stride() const { return static_cast<size_t>(w + kPad) * cp; }
+    float* at(int y, int x) const {
+        return data + (static_cast<size_t>(y + 1) * (w + kPad) + (x + 1)) * cp;
+    }
+    static size_t floats_for(int h, int w, int cp) {
+        return static_cast<size_t>(h + kPad) * (w + kPad) * cp;
+    }
+};
+
+// A 3x3 convolution (stride 1, padding 1) packed for the kernels.
+struct PackedConv {
+    int cin = 0;              // real input channels (read from an input map with cp >= cin)
+    int cout_p = 0;           // output channel slots, multiple of kBlock
+    std::vector<float> w;     // direct: [9 taps][cin][cout_p]
+    std::vector<float> b;     // [cout_p]
+    int wino_m = 0;           // Winograd output tile edge: 2 = F(2x2,3x3), 4 = F(4x4,3x3), 0 = none
+    std::vector<float> wino;  // U = G g G^T: [(m+2)^2][cin][cout_p]
+};
+
+// Optional 1x1 "fuse" accumulation done while the conv output is hot in cache:
+//   acc[(y - rect.y0) * rect.width() + (x - rect.x0)][k] += sum_c w[k * cout_p + c] * out(y, x, c)
+// for k < 3 and every (y, x) in rect (which must lie inside the conv's rect).
+struct FuseTarget {
+    const float* w = nullptr;  // [3][cout_p]
+    float* acc = nullptr;      // [rect.height() * rect.width()][3]
+    Rect rect;
+};
+
+// f1 on one row of pixels: multi-scale logs (scale-major), 1x1 fusion, ReLU.
+//   logs[j*3 + ch] = log1p(bases[j] * px[ch]) * inv_log[j]
+//   dst[x * dst_cp + q] = relu(fuse_b[q] + sum_i fuse_w[q * 3n + i] * logs[i])
+// scratch must hold n * 3 * w floats.
+struct F1Params {
+    const float* bases;
+    const float* inv_log;
+    int n;                 // scales
+    const float* fuse_w;   // [f][3n]
+    const float* fuse_b;   // [f]
+    int f;                 // f1_width
+};
+
+struct KernelTable {
+    const char* name;
+    void (*f1_row)(const F1Params& p, const float* px, int w, float* dst, int dst_cp,
+                   float* scratch);
+    // out(y, x) = [relu](b + sum w * in(neighbourhood)) for (y, x) in r.
+    // Reads `in` on r grown by one pixel; the Winograd path (winograd && conv.wino_m)
+    // also reads, and zeroes, up to 3 more rows / columns below / right of that.
+    void (*conv3x3)(const PackedConv& conv, const MapView& in, const MapView& out, Rect r,
+                    bool relu, const FuseTarget* fuse, bool winograd, int threads);
+};
+
+namespace generic { const KernelTable& table(); }
+namespace avx2 { const KernelTable& table(); }
+namespace avx512 { const KernelTable& table(); }
+
+}  // namespace msrnet::kernels

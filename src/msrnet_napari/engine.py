@@ -1,0 +1,89 @@
+"""Inference backends: the compiled CPU engine and, when built, the CUDA engine.
+
+No torch and no napari here.  ``Engine(checkpoint, device=...)`` wraps
+``msrnet_napari._core`` (see docs/ARCHITECTURE.md): images are float32
+H x W x 3 arrays, processed in tiles whose halo makes the result independent
+of the tile size.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from . import _core
+from .checkpoint import Checkpoint
+
+__all__ = ["Cancelled", "Engine", "cuda_available", "simd_level"]
+
+Cancelled = _core.Cancelled  # raised by Engine.run when progress(...) returned False
+
+ProgressFn = Callable[[int, int], Optional[bool]]
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def cuda_available() -> bool:
+    """True when the extension was built with CUDA and a GPU is usable."""
+    if not getattr(_core, "has_cuda", False):
+        return False
+    try:
+        return _core.cuda_device_count() > 0
+    except Exception:  # broken driver: behave like no GPU
+        return False
+
+
+def simd_level() -> str:
+    """Instruction set of the CPU kernels on this machine ("avx512", "avx2", "generic")."""
+    return _core.simd_level()
+
+
+class Engine:
+    """MSR-net forward pass on one device.
+
+    device: "auto" (CUDA when :func:`cuda_available`, else CPU), "cpu" or "cuda".
+    """
+
+    def __init__(self, checkpoint: Checkpoint, device: str = "auto") -> None:
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        if device == "auto":
+            device = "cuda" if cuda_available() else "cpu"
+        if device == "cuda" and not cuda_available():
+            reason = ("this build of msrnet-napari has no CUDA support"
+                      if not getattr(_core, "has_cuda", False) else "no CUDA GPU was found")
+            raise RuntimeError(f"device='cuda' requested but {reason}; use device='cpu'")
+        # the compiled engine knows only the network; exposure gain is applied by enhance()
+        config = {k: v for k, v in checkpoint.config.to_dict().items() if k != "exposure_target"}
+        weights = {k: np.ascontiguousarray(v, dtype=np.float32)
+                   for k, v in checkpoint.weights.items()}
+        self._impl: Any = (_core.CudaEngine(config, weights) if device == "cuda"
+                           else _core.Engine(config, weights))
+        self.device = device
+        self.config = checkpoint.config
+
+    @property
+    def receptive_radius(self) -> int:
+        return int(self._impl.receptive_radius)
+
+    def run(self, image: np.ndarray, *, tile: int = 256, threads: int = 0,
+            progress: ProgressFn | None = None) -> np.ndarray:
+        """Run the network on one float32 H x W x 3 image; returns the raw (unclipped) output.
+
+        The input is used as given: exposure normalisation
+        (``config.exposure_gain``) needs the mean of the whole image and is applied
+        by the caller (:func:`msrnet_napari.enhance`), not per tile here.
+
+        ``progress(done_tiles, total_tiles)`` is called after every tile; return
+        False to stop (raises :class:`Cancelled`).  threads=0 uses every core.
+        """
+        image = np.asarray(image)
+        if image.dtype != np.float32:
+            raise TypeError(f"image must be float32, got {image.dtype}")
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"image must have shape (H, W, 3), got {image.shape}")
+        image = np.ascontiguousarray(image)
+        return self._impl.run(image, tile=int(tile), threads=int(threads), progress=progress)
+
+    def __repr__(self) -> str:
+        return f"Engine(device={self.device!r}, config={self.config!r})"

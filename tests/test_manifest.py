@@ -14,7 +14,7 @@ npe2 = pytest.importorskip("npe2")
 
 import msrnet_napari  # noqa: E402
 
-MANIFEST = Path(list(msrnet_napari.__path__)[0]) / "napari.yaml"
+MANIFEST = Path(msrnet_napari.__file__).parent / "napari.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_importing_the_plugin_does_not_start_qt():
     import plugins lazily, sometimes with no display)."""
     code = (
         "import importlib, npe2, msrnet_napari, pathlib\n"
-        "m = npe2.PluginManifest.from_file(pathlib.Path(list(msrnet_napari.__path__)[0])"
+        "m = npe2.PluginManifest.from_file(pathlib.Path(msrnet_napari.__file__).parent"
         " / 'napari.yaml')\n"
         "for c in m.contributions.commands:\n"
         "    mod, _, attr = c.python_name.partition(':')\n"

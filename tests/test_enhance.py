@@ -236,3 +236,31 @@ def test_exposure_gain_is_shared_by_all_planes_and_dask(exposure_ckpt):
     np.testing.assert_allclose(lazy.compute(), out, atol=1e-5)
     with pytest.raises(ValueError, match="exposure_gain"):
         enhance(stack, weights=exposure_ckpt, exposure_gain=-1)
+
+
+def test_bands_cover_each_row_once_with_halo():
+    from msrnet_napari.enhance import _bands
+
+    for height, width, tile, halo in [(5000, 100, 256, 11), (100, 7, 1, 11), (2048, 64, 256, 11),
+                                      (3000, 9000, 64, 3), (8192, 8192, 256, 11)]:
+        bands = _bands(height, width, tile, halo)
+        assert bands[0][2] == 0 and bands[-1][3] == height
+        for (in0, in1, out0, out1), nxt in zip(bands, bands[1:] + [None]):
+            assert in0 <= out0 < out1 <= in1
+            assert out0 == 0 or out0 - in0 >= halo  # context above kept rows
+            assert out1 == height or in1 - out1 >= halo  # context below
+            if nxt is not None:
+                assert nxt[2] == out1
+
+
+def test_banded_plane_equals_single_tile(ckpt_path, monkeypatch):
+    import sys
+
+    E = sys.modules["msrnet_napari.enhance"]  # the package attribute is the function
+    img = rng_image((150, 40, 3), np.float32)
+    whole = enhance(img, weights=ckpt_path, tile=0)
+    monkeypatch.setattr(E, "BAND_TILES", 1)  # bands of 16+ rows: many bands
+    calls = []
+    banded = enhance(img, weights=ckpt_path, tile=16, progress=lambda d, t: calls.append((d, t)))
+    np.testing.assert_allclose(banded, whole, atol=1e-5)
+    assert calls[-1][0] == calls[-1][1] and len({t for _, t in calls}) == 1

@@ -110,12 +110,20 @@ def enhance(
 
 
 def _unit_mean(data: np.ndarray, layout: Layout, scaling: Scaling) -> float:
-    """Mean normalised intensity of the whole array (colour channels only), plane by plane."""
+    """Mean normalised intensity of the whole array (colour channels only).
+
+    Computed in blocks of rows, so no float copy of the whole image is made.
+    """
     planes = layout.to_planes(data)
-    total = 0.0
+    rows = max(1, BAND_PIXELS // max(1, layout.plane_shape[1]))
+    total, count = 0.0, 0
     for plane in planes:
-        total += float(to_unit(plane[..., :3] if layout.rgb else plane, scaling).mean(dtype=np.float64))
-    return total / len(planes)
+        for r in range(0, plane.shape[0], rows):
+            block = plane[r:r + rows]
+            unit = to_unit(block[..., :3] if layout.rgb else block, scaling)
+            total += float(unit.sum(dtype=np.float64))
+            count += unit.size
+    return total / count
 
 
 def _checked_gain(gain: Any) -> float:
@@ -164,35 +172,90 @@ def _scaling_for(data: np.ndarray, *, bit_depth, intensity_range) -> Scaling:
                           intensity_range=intensity_range)
 
 
+BAND_TILES = 8  # at most this many rows of tiles go to the engine at once (see _bands)
+BAND_PIXELS = 2 << 20  # ... and at most about this many pixels (24 MiB as float32 RGB)
+
+
+def _bands(height: int, width: int, tile: int, halo: int) -> list[tuple[int, int, int, int]]:
+    """Row bands ``(in0, in1, out0, out1)`` that cover a plane.
+
+    The engine gets one band at a time: input rows [in0, in1) produce the kept
+    output rows [out0, out1), which lie ``halo`` rows (the receptive radius) away
+    from every band edge that is not an image edge, so bands give exactly the
+    whole-plane result. Only one band is ever held in float32, so memory stays
+    bounded by the band, not the image (the input and output arrays aside).
+    Each band's input is a whole number of tiles, so little work is repeated.
+    """
+    rows_of_tiles = max(1, min(BAND_TILES, BAND_PIXELS // (tile * width)))
+    band_in = tile * max(rows_of_tiles, -(-4 * halo // tile))
+    if height <= band_in:
+        return [(0, height, 0, height)]
+    bands, out0 = [], 0
+    while out0 < height:
+        in0 = max(0, out0 - halo)
+        in1 = min(height, in0 + band_in)
+        out1 = height if in1 == height else in1 - halo
+        bands.append((in0, in1, out0, out1))
+        out0 = out1
+    return bands
+
+
 def _enhance_planes(data, layout: Layout, scaling, out_scaling, out_dtype, engine, *,
                     gain, tile, threads, progress, cancel) -> np.ndarray:
+    height, width = layout.plane_shape[:2]
     if tile is None or tile == 0:  # one tile per plane
-        tile = max(layout.plane_shape[:2])
+        tile = max(height, width)
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 0:
         raise ValueError(f"tile must be a positive number of pixels or 0 (whole plane), got {tile!r}")
+    tile = int(tile)
     planes = layout.to_planes(data)
     out = np.empty((layout.n_planes, *layout.plane_shape), dtype=out_dtype)
-    n = layout.n_planes
+    bands = _bands(height, width, tile, engine.receptive_radius)
+    tiles_x = -(-width // tile)
+    band_tiles = [-(-(in1 - in0) // tile) * tiles_x for in0, in1, _, _ in bands]
+    report = _JobProgress(layout.n_planes * sum(band_tiles), progress, cancel)
     from .engine import Cancelled
 
-    for i in range(n):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("enhancement cancelled")
+    for i in range(layout.n_planes):
         plane = planes[i]
-        rgb_in = _to_network_input(plane, layout.rgb, scaling)
-        if gain != 1.0:
-            rgb_in *= np.float32(gain)
-        result = engine.run(rgb_in, tile=tile, threads=threads,
-                            progress=_plane_progress(i, n, progress, cancel))
-        if not layout.rgb:
-            result = result.mean(axis=-1)
-        if layout.rgb:
-            out[i, ..., :3] = from_unit(result, out_scaling, out_dtype)
-            if plane.shape[-1] == 4:  # alpha: unchanged, only re-typed
-                out[i, ..., 3] = from_unit(to_unit(plane[..., 3], scaling), out_scaling, out_dtype)
-        else:
-            out[i] = from_unit(result, out_scaling, out_dtype)
+        for (in0, in1, out0, out1), n_tiles in zip(bands, band_tiles):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("enhancement cancelled")
+            rgb_in = _to_network_input(plane[in0:in1], layout.rgb, scaling)
+            if gain != 1.0:
+                rgb_in *= np.float32(gain)
+            result = engine.run(rgb_in, tile=tile, threads=threads, progress=report.callback())
+            report.finish(n_tiles)
+            result = result[out0 - in0:out1 - in0]
+            if layout.rgb:
+                out[i, out0:out1, :, :3] = from_unit(result, out_scaling, out_dtype)
+                if plane.shape[-1] == 4:  # alpha: unchanged, only re-typed
+                    alpha = to_unit(plane[out0:out1, :, 3], scaling)
+                    out[i, out0:out1, :, 3] = from_unit(alpha, out_scaling, out_dtype)
+            else:
+                out[i, out0:out1] = from_unit(result.mean(axis=-1), out_scaling, out_dtype)
     return layout.from_planes(out)
+
+
+class _JobProgress:
+    """Turns the engine's per-call (done, total) into whole-job progress."""
+
+    def __init__(self, total: int, progress, cancel) -> None:
+        self.total, self.base, self.progress, self.cancel = total, 0, progress, cancel
+
+    def callback(self):
+        if self.progress is None and self.cancel is None:
+            return None
+
+        def report(done: int, _total: int) -> bool:
+            if self.progress is not None:
+                self.progress(self.base + done, self.total)
+            return not (self.cancel is not None and self.cancel.is_set())
+
+        return report
+
+    def finish(self, n_tiles: int) -> None:
+        self.base += n_tiles
 
 
 def _to_network_input(plane: np.ndarray, rgb: bool, scaling: Scaling) -> np.ndarray:
@@ -200,18 +263,6 @@ def _to_network_input(plane: np.ndarray, rgb: bool, scaling: Scaling) -> np.ndar
     if not rgb:
         unit = np.repeat(unit[..., None], 3, axis=-1)
     return np.ascontiguousarray(unit, dtype=np.float32)
-
-
-def _plane_progress(index: int, n_planes: int, progress, cancel):
-    if progress is None and cancel is None:
-        return None
-
-    def report(done: int, total: int) -> bool:
-        if progress is not None:
-            progress(index * total + done, n_planes * total)
-        return not (cancel is not None and cancel.is_set())
-
-    return report
 
 
 def _fingerprint(checkpoint: Checkpoint) -> str:

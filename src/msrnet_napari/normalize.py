@@ -116,9 +116,12 @@ def to_unit(data: np.ndarray, scaling: Scaling) -> np.ndarray:
 def from_unit(unit: np.ndarray, scaling: Scaling, dtype: np.dtype) -> np.ndarray:
     """Map network output back to stored values of ``dtype`` (clipped, rounded for ints)."""
     dtype = np.dtype(dtype)
-    out = np.clip(unit, 0.0, 1.0).astype(np.float64 if dtype.itemsize > 4 else np.float32)
-    out = out * (scaling.high - scaling.low) + scaling.low
+    work = np.float64 if dtype.itemsize > 4 else np.float32
+    out = np.clip(unit, 0.0, 1.0, dtype=work)  # the only temporary; the rest is in place
+    out *= work(scaling.high - scaling.low)
+    out += work(scaling.low)
     if dtype.kind in "ui":
         info = np.iinfo(dtype)
-        out = np.clip(np.rint(out), info.min, info.max)
-    return out.astype(dtype)
+        np.rint(out, out=out)
+        np.clip(out, info.min, info.max, out=out)
+    return out.astype(dtype, copy=False)

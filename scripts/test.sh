@@ -52,6 +52,7 @@ if os.environ.get("MSRNET_ENABLE_CUDA") == "ON":
     assert core.has_cuda, "nvcc was found but the wheel has no CUDA backend"
 PY
 
+export PATH="$VENV/bin:$PATH"   # console scripts (msrnet-enhance) of the installed wheel
 log "npe2 validate"
 "$VENV/bin/npe2" validate msrnet-napari
 

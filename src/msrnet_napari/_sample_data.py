@@ -24,20 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from .degrade import linear_to_srgb, srgb_to_linear
+
 LayerDataTuple = tuple[np.ndarray, dict[str, Any], str]
 
 FULL_WELL = 4000.0  # electrons at a "white" pixel for a normal exposure
 READ_NOISE = 2.0  # electrons rms
 SEED = 20171106  # MSR-net arXiv date; any fixed number works
-
-
-def _srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-
-
-def _linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
 
 
 def darken_photo(
@@ -53,10 +46,10 @@ def darken_photo(
     if image.dtype != np.uint8:
         raise TypeError(f"expected uint8 sRGB data, got {image.dtype}")
     rng = np.random.default_rng(seed)
-    linear = _srgb_to_linear(image.astype(np.float64) / 255.0)
+    linear = srgb_to_linear(image.astype(np.float64) / 255.0)
     electrons = rng.poisson(linear * exposure * full_well).astype(np.float64)
     electrons += rng.normal(0.0, read_noise, size=electrons.shape)
-    dark = _linear_to_srgb(electrons / full_well)
+    dark = linear_to_srgb(electrons / full_well)
     return np.rint(dark * 255.0).astype(np.uint8)
 
 

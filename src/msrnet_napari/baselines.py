@@ -22,19 +22,15 @@ from typing import Callable
 
 import numpy as np
 
+from .degrade import to_float
+
 __all__ = ["identity", "gamma", "gamma_adaptive", "hist_eq", "clahe", "msrcr", "BASELINES"]
 
 _LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
 
 
 def _unit(image) -> np.ndarray:
-    a = np.asarray(image)
-    if a.dtype == np.uint8:
-        return a.astype(np.float32) / 255.0
-    if a.dtype == np.uint16:
-        return a.astype(np.float32) / 65535.0
-    a = a.astype(np.float32)
-    return np.clip(np.nan_to_num(a, nan=0.0), 0.0, 1.0)
+    return np.nan_to_num(to_float(image), nan=0.0)
 
 
 def identity(image) -> np.ndarray:

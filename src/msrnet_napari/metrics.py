@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .degrade import to_float
+
 __all__ = ["psnr", "ssim"]
 
 
 def _unit(a) -> np.ndarray:
-    a = np.asarray(a)
-    if a.dtype == np.uint8:
-        return a.astype(np.float64) / 255.0
-    if a.dtype == np.uint16:
-        return a.astype(np.float64) / 65535.0
-    return np.clip(a.astype(np.float64), 0.0, 1.0)
+    return to_float(a).astype(np.float64)
 
 
 def _pair(reference, test) -> tuple[np.ndarray, np.ndarray]:

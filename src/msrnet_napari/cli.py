@@ -106,9 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="OUTDIR", help="output folder (created if missing)")
     parser.add_argument("--weights", metavar="PATH",
                         help="MSR-net checkpoint (.pt); default: the bundled model")
-    parser.add_argument("--tile", type=_non_negative_int, default=256, metavar="N",
+    parser.add_argument("--tile", type=_non_negative_int, default=None, metavar="N",
                         help="tile edge in pixels; memory is bounded by the tile "
-                             "(0 = whole image; default: %(default)s)")
+                             "(0 = whole image; default: 256 on the CPU, 2048 on CUDA)")
     parser.add_argument("--threads", type=_non_negative_int, default=0, metavar="N",
                         help="CPU threads (0 = all cores; default: %(default)s)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",

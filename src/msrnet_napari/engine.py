@@ -60,6 +60,8 @@ class Engine:
         self._impl: Any = (_core.CudaEngine(config, weights) if device == "cuda"
                            else _core.Engine(config, weights))
         self.device = device
+        # GPUs need big tiles to be busy (see benchmarks/bench_cuda.py); CPUs want cache-sized ones
+        self.default_tile = 2048 if device == "cuda" else 256
         self.config = checkpoint.config
 
     @property

@@ -35,7 +35,7 @@ def enhance(
     intensity_range: Optional[tuple[float, float]] = None,
     dtype: Any = None,
     exposure_gain: Optional[float] = None,
-    tile: int = 256,
+    tile: Optional[int] = None,
     threads: int = 0,
     device: str = "auto",
     progress: Optional[ProgressFn] = None,
@@ -72,8 +72,9 @@ def enhance(
         Pass a number to reuse one gain across calls (e.g. plane by plane).
     tile, threads, device :
         Engine settings: tile edge in pixels (memory is bounded by the tile,
-        not the image; 0 = whole plane), CPU threads (0 = all cores), and
-        "auto" / "cpu" / "cuda".
+        not the image; None = the device's default, 256 on the CPU and 2048 on
+        CUDA; 0 = whole plane), CPU threads (0 = all cores), and
+        "auto" / "cpu" / "cuda" (auto = CUDA when available).
     progress : callable(done, total), optional
         Called after every tile of the whole job.
     cancel : object with ``is_set()``, optional
@@ -203,7 +204,9 @@ def _bands(height: int, width: int, tile: int, halo: int) -> list[tuple[int, int
 def _enhance_planes(data, layout: Layout, scaling, out_scaling, out_dtype, engine, *,
                     gain, tile, threads, progress, cancel) -> np.ndarray:
     height, width = layout.plane_shape[:2]
-    if tile is None or tile == 0:  # one tile per plane
+    if tile is None:
+        tile = engine.default_tile
+    elif tile == 0:  # one tile per plane
         tile = max(height, width)
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 0:
         raise ValueError(f"tile must be a positive number of pixels or 0 (whole plane), got {tile!r}")

@@ -139,6 +139,14 @@ def test_choose_scaling_kwargs():
         W.choose_scaling_kwargs(np.full(4, 5.0))
 
 
+def test_choose_scaling_kwargs_explicit_bit_depth():
+    dim_12bit = np.full((4, 4), 445, np.uint16)  # a dim 12-bit image: detection says 10-bit
+    assert W.choose_scaling_kwargs(dim_12bit) == {"bit_depth": 10}
+    assert W.choose_scaling_kwargs(dim_12bit, bit_depth=12) == {"bit_depth": 12}
+    with pytest.raises(W.JobError, match="do not fit the chosen 8-bit"):
+        W.choose_scaling_kwargs(dim_12bit, bit_depth=8)
+
+
 def test_choose_scaling_kwargs_dask():
     da = pytest.importorskip("dask.array")
     arr = da.from_array(np.array([[0, 4095]], np.uint16), chunks=1)
@@ -244,6 +252,27 @@ def test_widget_enhances_rgb_layer(make_napari_viewer, qtbot, checkpoint, dark_r
     assert widget.progress.value == widget.progress.max == 12
     assert widget.run_button.enabled and not widget.cancel_button.enabled
     assert widget.image_layer.value is layer  # selection kept after the new layer arrived
+
+
+@pytest.mark.gui
+def test_widget_bit_depth_choice(make_napari_viewer, qtbot, checkpoint, notes):
+    viewer = make_napari_viewer()
+    dim = (np.random.default_rng(1).random((40, 50)) * 445).astype(np.uint16)  # dim 12-bit
+    viewer.add_image(dim, name="dim")
+    widget = _open_widget(viewer)
+    _use_checkpoint(widget, checkpoint)
+    results = {}
+    for choice in (0, 12):
+        widget.bit_depth.value = choice
+        widget.run()
+        _wait(qtbot, widget)
+        assert notes["error"] == []
+        out = viewer.layers.pop(-1)
+        results[choice] = out
+    assert tuple(results[0].contrast_limits) == (0, 1023)  # auto: looks like 10-bit data
+    assert tuple(results[12].contrast_limits) == (0, 4095)
+    assert results[12].data.max() <= 4095
+    assert not np.array_equal(results[0].data, results[12].data)
 
 
 @pytest.mark.gui

@@ -148,7 +148,7 @@ def _extremes(array: Any) -> tuple[float, float]:
     return float(array.min()), float(array.max())
 
 
-def choose_scaling_kwargs(reference: Any) -> dict[str, Any]:
+def choose_scaling_kwargs(reference: Any, bit_depth: int = 0) -> dict[str, Any]:
     """``bit_depth`` / ``intensity_range`` for ``enhance`` so every plane of a layer is
     scaled alike.
 
@@ -157,10 +157,12 @@ def choose_scaling_kwargs(reference: Any) -> dict[str, Any]:
     Integers: uint8 -> 8 bits; wider -> bit depth detected from the maximum
     (12-bit data in uint16 -> 4095 is white). Floats in [0, 1] are used as is;
     other float ranges map (min, max) onto [0, 1]. Raises JobError for NaN/inf,
-    negative integers and constant float data outside [0, 1].
+    negative integers and constant float data outside [0, 1]. ``bit_depth`` > 0
+    (the widget's "Bit depth" choice) replaces the detection for integer data,
+    e.g. 12 for a dim 12-bit camera image whose maximum would look like 10 bits.
     """
     dtype = np.dtype(reference.dtype)
-    if dtype.kind in "ui" and dtype.itemsize == 1 and dtype.kind == "u":
+    if dtype.kind in "ui" and dtype.itemsize == 1 and dtype.kind == "u" and not bit_depth:
         return {"bit_depth": 8}
     lo, hi = _extremes(reference)
     if not (np.isfinite(lo) and np.isfinite(hi)):
@@ -171,6 +173,11 @@ def choose_scaling_kwargs(reference: Any) -> dict[str, Any]:
                 f"the image has negative values (min {lo:g}); MSR-net needs non-negative "
                 "intensities - rescale or convert the layer first"
             )
+        if bit_depth:
+            if hi > 2**bit_depth - 1:
+                raise JobError(f"values up to {hi:g} do not fit the chosen {bit_depth}-bit range; "
+                               "pick a larger bit depth or 'auto'")
+            return {"bit_depth": int(bit_depth)}
         return {"bit_depth": _detect_bit_depth(hi)}
     if lo >= 0.0 and hi <= 1.0:
         return {"intensity_range": (0.0, 1.0)}
@@ -236,6 +243,7 @@ class Job:
     tile: int = 256
     threads: int = 0
     device: str = "auto"
+    bit_depth: int = 0  # 0 = detect from the data (integer layers only)
     source_name: str = ""
     offset: tuple[int, ...] = ()
     layer_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -286,7 +294,8 @@ def execute_job(
         array = job.array
         if not job.lazy and not isinstance(array, np.ndarray):
             array = np.asarray(array)  # computes a dask / zarr plane here, off the GUI thread
-        scaling = choose_scaling_kwargs(array if job.reference is None else job.reference)
+        scaling = choose_scaling_kwargs(array if job.reference is None else job.reference,
+                                        bit_depth=job.bit_depth)
         kwargs = dict(weights=job.weights, rgb=job.rgb, tile=job.tile, threads=job.threads,
                       device=job.device, **scaling)
         if job.reference is not None:  # one plane of an in-memory stack: the stack's gain
@@ -413,6 +422,11 @@ class MSRNetWidget(Container):
             SpinBox(name="tile", label="Tile size", value=256, min=32, max=8192, step=32,
                     tooltip="Tile edge in pixels: memory use is bounded by the tile, not the "
                             "image; the result does not depend on it"),
+            ComboBox(name="bit_depth", label="Bit depth",
+                     choices=[("auto", 0), ("8-bit", 8), ("10-bit", 10), ("12-bit", 12),
+                              ("14-bit", 14), ("16-bit", 16)], value=0,
+                     tooltip="White level of integer data: auto detects it from the layer's "
+                             "maximum (a dim 12-bit image may look like 10-bit data)"),
             SpinBox(name="threads", label="CPU threads", value=0, min=0,
                     max=max(os.cpu_count() or 1, 1), tooltip="0 = all cores"),
             CheckBox(name="whole_stack", text="Whole stack", value=False, enabled=False,
@@ -531,7 +545,8 @@ class MSRNetWidget(Container):
                 layer_kwargs[attr] = getattr(layer, attr)
         return Job(array=array, reference=reference, rgb=layer.rgb, lazy=lazy, weights=weights,
                    tile=int(self.tile.value), threads=int(self.threads.value),
-                   device=str(self.device.value), source_name=layer.name, offset=offset,
+                   device=str(self.device.value), bit_depth=int(self.bit_depth.value),
+                   source_name=layer.name, offset=offset,
                    layer_kwargs=layer_kwargs)
 
     def run(self, _clicked: Any = None) -> None:

@@ -10,7 +10,6 @@
 
 #include <climits>
 #include <map>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -52,11 +51,9 @@ ModelSpec spec_from_dict(const py::dict& cfg) {
 }
 
 std::string shape_str(const std::vector<py::ssize_t>& s) {
-    std::ostringstream os;
-    os << "(";
-    for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
-    os << (s.size() == 1 ? ",)" : ")");
-    return os.str();
+    std::string out = "(";
+    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+    return out + (s.size() == 1 ? ",)" : ")");
 }
 
 // Copies one state-dict entry after checking its shape. The array handle is

@@ -101,13 +101,21 @@ def enhance(
     out_dtype = np.dtype(dtype) if dtype is not None else data.dtype
     check_dtype(out_dtype)
     # a float output dtype for integer input returns [0, 1] values
-    out_scaling = scaling if out_dtype.kind == data.dtype.kind or out_dtype.kind in "ui" else Scaling(0.0, 1.0, "unit")
+    same_scale = out_dtype.kind == data.dtype.kind or out_dtype.kind in "ui"
+    out_scaling = scaling if same_scale else Scaling(0.0, 1.0, "unit")
     if exposure_gain is None:
-        exposure_gain = checkpoint.config.exposure_gain(_unit_mean(data, layout, scaling))
+        exposure_gain = _auto_gain(checkpoint, data, layout, scaling)
     engine = _engine_for(checkpoint, device)
     return _enhance_planes(data, layout, scaling, out_scaling, out_dtype, engine,
                            gain=_checked_gain(exposure_gain), tile=tile, threads=threads,
                            progress=progress, cancel=cancel)
+
+
+def _auto_gain(checkpoint: Checkpoint, data: np.ndarray, layout: Layout, scaling: Scaling) -> float:
+    """The model's exposure gain for the whole array (1.0 without exposure normalisation)."""
+    if checkpoint.config.exposure_target <= 0:
+        return 1.0  # no pass over the data
+    return checkpoint.config.exposure_gain(_unit_mean(data, layout, scaling))
 
 
 def _unit_mean(data: np.ndarray, layout: Layout, scaling: Scaling) -> float:
@@ -148,12 +156,10 @@ def exposure_gain_for(
     plane) with the gain of the whole stack: ``enhance(plane, exposure_gain=g)``.
     """
     checkpoint = resolve_weights(weights)
-    if checkpoint.config.exposure_target <= 0:
-        return 1.0
     data = _as_checked_array(array)
     layout = resolve_layout(data.shape, rgb=rgb, channel_axis=channel_axis)
     scaling = _scaling_for(data, bit_depth=bit_depth, intensity_range=intensity_range)
-    return checkpoint.config.exposure_gain(_unit_mean(data, layout, scaling))
+    return _auto_gain(checkpoint, data, layout, scaling)
 
 
 def _as_checked_array(array: Any) -> np.ndarray:
@@ -306,7 +312,8 @@ def _enhance_dask(array, *, checkpoint, channel_axis, rgb, bit_depth, intensity_
     """
     check_dtype(array.dtype)
     layout = resolve_layout(array.shape, rgb=rgb, channel_axis=channel_axis)
-    if intensity_range is None and array.dtype.kind in "ui" and bit_depth is None and array.dtype.itemsize > 1:
+    wide_int = array.dtype.kind in "ui" and array.dtype.itemsize > 1
+    if intensity_range is None and bit_depth is None and wide_int:
         import dask
 
         lo, hi = dask.compute(array.min(), array.max())

@@ -8,7 +8,7 @@ import pytest
 import msrnet_napari
 from msrnet_napari import enhance
 from msrnet_napari.checkpoint import load_checkpoint
-from msrnet_napari.enhance import exposure_gain_for
+from msrnet_napari import exposure_gain_for
 
 torch = pytest.importorskip("torch")
 from msrnet_napari.config import MSRNetConfig  # noqa: E402

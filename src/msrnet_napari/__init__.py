@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .config import MSRNetConfig
-from .enhance import enhance
+from .enhance import enhance, exposure_gain_for
 
 __all__ = [
     "Cancelled",
@@ -24,6 +24,7 @@ __all__ = [
     "MSRNetConfig",
     "cuda_available",
     "enhance",
+    "exposure_gain_for",
     "load_checkpoint",
     "__version__",
 ]

@@ -258,9 +258,12 @@ def test_widget_enhances_rgb_layer(make_napari_viewer, qtbot, checkpoint, dark_r
 def test_widget_bit_depth_choice(make_napari_viewer, qtbot, checkpoint, notes):
     viewer = make_napari_viewer()
     dim = (np.random.default_rng(1).random((40, 50)) * 445).astype(np.uint16)  # dim 12-bit
-    viewer.add_image(dim, name="dim")
+    layer = viewer.add_image(dim, name="dim")
     widget = _open_widget(viewer)
     _use_checkpoint(widget, checkpoint)
+    assert widget.tile.value == 0 and widget.build_job(layer).tile is None  # auto per device
+    widget.tile.value = 48
+    assert widget.build_job(layer).tile == 48
     results = {}
     for choice in (0, 12):
         widget.bit_depth.value = choice

@@ -240,7 +240,7 @@ class Job:
     rgb: bool
     lazy: bool
     weights: Any  # None = bundled default, or a path
-    tile: int = 256
+    tile: Optional[int] = None  # None = the device's default
     threads: int = 0
     device: str = "auto"
     bit_depth: int = 0  # 0 = detect from the data (integer layers only)
@@ -419,9 +419,10 @@ class MSRNetWidget(Container):
                      filter="Checkpoints (*.pt *.pth *.ckpt);;All files (*)", enabled=False),
             ComboBox(name="device", label="Device", choices=device_choices(), value="auto",
                      tooltip="auto: CUDA when available, else CPU"),
-            SpinBox(name="tile", label="Tile size", value=256, min=32, max=8192, step=32,
-                    tooltip="Tile edge in pixels: memory use is bounded by the tile, not the "
-                            "image; the result does not depend on it"),
+            SpinBox(name="tile", label="Tile size", value=0, min=0, max=8192, step=32,
+                    tooltip="Tile edge in pixels (0 = auto: 256 on the CPU, 2048 on CUDA): "
+                            "memory use is bounded by the tile, not the image; the result "
+                            "does not depend on it"),
             ComboBox(name="bit_depth", label="Bit depth",
                      choices=[("auto", 0), ("8-bit", 8), ("10-bit", 10), ("12-bit", 12),
                               ("14-bit", 14), ("16-bit", 16)], value=0,
@@ -544,7 +545,7 @@ class MSRNetWidget(Container):
             if hasattr(layer, attr):
                 layer_kwargs[attr] = getattr(layer, attr)
         return Job(array=array, reference=reference, rgb=layer.rgb, lazy=lazy, weights=weights,
-                   tile=int(self.tile.value), threads=int(self.threads.value),
+                   tile=int(self.tile.value) or None, threads=int(self.threads.value),
                    device=str(self.device.value), bit_depth=int(self.bit_depth.value),
                    source_name=layer.name, offset=offset,
                    layer_kwargs=layer_kwargs)

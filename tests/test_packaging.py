@@ -30,3 +30,19 @@ def test_default_model_brightens_a_dark_image():
     bright = msrnet_napari.enhance(dark)
     assert bright.dtype == np.uint8 and bright.shape == dark.shape
     assert bright.mean() > 2 * dark.mean()
+
+
+def test_core_path_imports_neither_torch_nor_napari_nor_qt():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, msrnet_napari\n"
+        "msrnet_napari.enhance(np.zeros((8, 8, 3), np.uint8))\n"
+        "import msrnet_napari.cli, msrnet_napari.engine\n"
+        "bad = sorted(m for m in ('torch', 'napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide6', 'magicgui')"
+        " if m in sys.modules)\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -20,6 +20,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from .normalize import detect_bit_depth
+
 logger = logging.getLogger(__name__)
 
 OUTPUT_SUFFIX = " (MSR-net)"
@@ -132,12 +134,6 @@ def should_stay_lazy(array: Any, whole_stack: bool,
     return nbytes > threshold_bytes
 
 
-def _detect_bit_depth(maximum: float) -> int:
-    from .normalize import detect_bit_depth
-
-    return detect_bit_depth(maximum)
-
-
 def _extremes(array: Any) -> tuple[float, float]:
     if is_dask(array):
         import dask
@@ -178,7 +174,7 @@ def choose_scaling_kwargs(reference: Any, bit_depth: int = 0) -> dict[str, Any]:
                 raise JobError(f"values up to {hi:g} do not fit the chosen {bit_depth}-bit range; "
                                "pick a larger bit depth or 'auto'")
             return {"bit_depth": int(bit_depth)}
-        return {"bit_depth": _detect_bit_depth(hi)}
+        return {"bit_depth": detect_bit_depth(hi)}
     if lo >= 0.0 and hi <= 1.0:
         return {"intensity_range": (0.0, 1.0)}
     if hi <= lo:
@@ -207,7 +203,7 @@ def output_contrast_limits(
         if bit_depth is None and data is not None and not is_dask(data):
             arr = np.asarray(data)
             if arr.size:
-                bit_depth = _detect_bit_depth(max(float(arr.max()), 1.0))
+                bit_depth = detect_bit_depth(max(float(arr.max()), 1.0))
         if bit_depth is None:
             info = np.iinfo(dtype)
             return (0.0, float(info.max))

@@ -49,7 +49,7 @@ from .config import MSRNetConfig, infer_config, parameter_shapes
 
 __all__ = ["Checkpoint", "CheckpointError", "load_checkpoint"]
 
-CHECKPOINT_FORMAT = "msrnet-napari"  # same values as model.py (which imports torch)
+CHECKPOINT_FORMAT = "msrnet-napari"  # written by model.save_checkpoint
 CHECKPOINT_VERSION = 1
 
 MAX_PICKLE_BYTES = 64 * 1024**2  # data.pkl of a real checkpoint is a few kB

@@ -13,10 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint
 from .config import CHANNELS, MAX_EXPOSURE_GAIN, MSRNetConfig, parameter_shapes
-
-CHECKPOINT_FORMAT = "msrnet-napari"
-CHECKPOINT_VERSION = 1
 
 
 class MultiScaleLog(nn.Module):
@@ -123,8 +121,6 @@ def save_checkpoint(model: MSRNet, path: str | Path, **extra: Any) -> Path:
 
 def model_from_checkpoint(path: str | Path) -> MSRNet:
     """Build the torch reference model from any checkpoint the safe loader reads."""
-    from .checkpoint import load_checkpoint
-
     ckpt = load_checkpoint(path)
     model = MSRNet(ckpt.config)
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in ckpt.weights.items()})

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                        (2.0 / max(1, int(np.prod(s[1:])))) ** 0.5)).astype(np.float32)
                    for k, s in parameter_shapes(config).items()}
 
-    ours = _core.CudaEngine(config.to_dict(), weights)
+    ours = _core.CudaEngine(config.engine_dict(), weights)
     device_name = "?"
     if have_torch:
         device_name = torch.cuda.get_device_name(0)
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# msrnet CUDA engine vs PyTorch eager on {device_name}")
     if have_torch:
         print(f"torch {torch.__version__}, cudnn {torch.backends.cudnn.version()}, "
-              f"config {config.to_dict()}, {config.flops_per_pixel() / 1e3:.0f} kFLOP/px")
+              f"config {config.engine_dict()}, {config.flops_per_pixel() / 1e3:.0f} kFLOP/px")
     print()
     print("| size | method | median s | Mpx/s | TFLOP/s | time / ours | max abs diff vs ours |")
     print("|---|---|---|---|---|---|---|")

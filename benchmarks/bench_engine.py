@@ -65,7 +65,7 @@ def worker(backend: str, size: int, threads: int, repeat: int, tile: int, out_pa
     if backend == "ours":
         from msrnet_napari import _core
 
-        eng = _core.Engine(config.to_dict(), weights)
+        eng = _core.Engine(config.engine_dict(), weights)
         eng.run(img[:64, :64].copy(), threads=threads)  # warm-up
         for _ in range(repeat):
             t0 = time.perf_counter()

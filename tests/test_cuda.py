@@ -75,7 +75,7 @@ def default_model():
 @pytest.fixture(scope="module")
 def engines(default_model):
     config, weights = default_model
-    return _core.Engine(config.to_dict(), weights), _core.CudaEngine(config.to_dict(), weights)
+    return _core.Engine(config.engine_dict(), weights), _core.CudaEngine(config.engine_dict(), weights)
 
 
 def test_device_count_positive():
@@ -103,7 +103,7 @@ def test_parity_with_torch(default_model):
     image = random_image(45, 77, seed=3)
     with torch.inference_mode():
         ref = model(torch.from_numpy(image).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
-    out = _core.CudaEngine(config.to_dict(), weights).run(image, tile=32)
+    out = _core.CudaEngine(config.engine_dict(), weights).run(image, tile=32)
     np.testing.assert_allclose(out, ref, rtol=0, atol=TOL)
 
 
@@ -130,8 +130,8 @@ def test_tiled_equals_untiled(engines):
 def test_other_configs(config):
     weights = random_weights(config, seed=4)
     image = random_image(37, 70, seed=7)
-    ref = _core.Engine(config.to_dict(), weights).run(image, tile=16)
-    gpu = _core.CudaEngine(config.to_dict(), weights)
+    ref = _core.Engine(config.engine_dict(), weights).run(image, tile=16)
+    gpu = _core.CudaEngine(config.engine_dict(), weights)
     np.testing.assert_allclose(gpu.run(image, tile=16), ref, rtol=0, atol=TOL)
     np.testing.assert_allclose(gpu.run(image, tile=70), ref, rtol=0, atol=TOL)
 
@@ -188,12 +188,12 @@ def test_threads_argument_is_accepted(engines):
 def test_bad_arguments(default_model):
     config, weights = default_model
     with pytest.raises((ValueError, RuntimeError)):
-        _core.CudaEngine(config.to_dict(), weights, device=_core.cuda_device_count() + 5)
+        _core.CudaEngine(config.engine_dict(), weights, device=_core.cuda_device_count() + 5)
     bad = dict(weights)
     bad["f3.bias"] = np.zeros(4, np.float32)
     with pytest.raises(ValueError):
-        _core.CudaEngine(config.to_dict(), bad)
-    gpu = _core.CudaEngine(config.to_dict(), weights)
+        _core.CudaEngine(config.engine_dict(), bad)
+    gpu = _core.CudaEngine(config.engine_dict(), weights)
     with pytest.raises(TypeError):
         gpu.run(np.zeros((4, 4, 3), np.float64))
     with pytest.raises(ValueError):

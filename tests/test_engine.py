@@ -26,7 +26,7 @@ def rand_image(h, w, seed=0, scale=1.0):
 
 
 def core_engine(model):
-    return _core.Engine(model.config.to_dict(), numpy_weights(model))
+    return _core.Engine(model.config.engine_dict(), numpy_weights(model))
 
 
 def checkpoint_of(model):
@@ -81,7 +81,7 @@ def test_exposure_target_key_accepted():
     """The engine ignores exposure_target (enhance() applies that gain itself)."""
     model = make_model(SMALL, seed=2)
     img = rand_image(6, 7)
-    cfg = dict(SMALL.to_dict(), exposure_target=0.4)
+    cfg = dict(SMALL.engine_dict(), exposure_target=0.4)
     out = _core.Engine(cfg, numpy_weights(model)).run(img)
     np.testing.assert_array_equal(out, core_engine(model).run(img))
 
@@ -135,7 +135,7 @@ def test_empty_image(small_engine):
 
 def test_rejects_bad_weights():
     model = make_model(SMALL)
-    cfg, w = SMALL.to_dict(), numpy_weights(model)
+    cfg, w = SMALL.engine_dict(), numpy_weights(model)
     bad = dict(w, **{"f2.convs.1.weight": np.zeros((8, 8, 3, 2), np.float32)})
     with pytest.raises(ValueError, match=r"f2\.convs\.1\.weight.*\(8, 8, 3, 2\)"):
         _core.Engine(cfg, bad)

@@ -9,6 +9,7 @@ import msrnet_napari
 from msrnet_napari import enhance
 from msrnet_napari.checkpoint import load_checkpoint
 from msrnet_napari import exposure_gain_for
+from msrnet_napari.exposure import linear_to_srgb, srgb_to_linear
 
 torch = pytest.importorskip("torch")
 from msrnet_napari.config import MSRNetConfig  # noqa: E402
@@ -202,32 +203,51 @@ def test_dask_distributed_local_cluster(ckpt_path):
 
 # ------------------------------------------------------------------ exposure normalisation
 
-@pytest.fixture(scope="module")
-def exposure_ckpt(tmp_path_factory):
-    config = MSRNetConfig(depth=2, width=8, exposure_target=0.4)
+@pytest.fixture(scope="module", params=["display", "linear"])
+def exposure_ckpt(request, tmp_path_factory):
+    config = MSRNetConfig(depth=2, width=8, exposure_target=0.4 if request.param == "display" else 0.2,
+                          exposure_space=request.param)
     return save_checkpoint(init_weights(MSRNet(config), seed=5),
-                           tmp_path_factory.mktemp("e") / "exposure.pt")
+                           tmp_path_factory.mktemp("e") / f"exposure_{request.param}.pt")
+
+
+def _brighter(img: np.ndarray, factor: float, space: str) -> np.ndarray:
+    """The same scene, exposed ``factor`` times longer (in the model's exposure space)."""
+    if space == "display":
+        return img * np.float32(factor)
+    return linear_to_srgb(srgb_to_linear(img) * factor)
+
+
+def _space_mean(img: np.ndarray, space: str) -> float:
+    return float((srgb_to_linear(img) if space == "linear" else img).mean(dtype=np.float64))
 
 
 def test_exposure_normalised_model_matches_reference(exposure_ckpt):
     from msrnet_napari.model import model_from_checkpoint
 
     model = model_from_checkpoint(exposure_ckpt)
-    img = rng_image((20, 24, 3), np.float32) * 0.1  # dark: mean 0.05 -> gain 8
+    space, target = model.config.exposure_space, model.config.exposure_target
+    img = rng_image((20, 24, 3), np.float32) * 0.1  # dark: gain > 1
     x = torch.from_numpy(img).permute(2, 0, 1)[None]
     with torch.no_grad():
         expected = model(x)[0].permute(1, 2, 0).clamp(0, 1).numpy()
     out = enhance(img, weights=exposure_ckpt)
     np.testing.assert_allclose(out, expected, atol=1e-4)
-    assert model.config.exposure_gain(float(img.mean())) == pytest.approx(0.4 / img.mean(), rel=1e-5)
-    # a brighter copy of the same scene gets a smaller gain: same network input
-    np.testing.assert_allclose(enhance(img * 2, weights=exposure_ckpt), out, atol=1e-4)
+    gain = exposure_gain_for(img, weights=exposure_ckpt)
+    assert gain == pytest.approx(target / _space_mean(img, space), rel=1e-5)
+    assert gain > 2
+    # a brighter exposure of the same scene gets a smaller gain: same network input
+    np.testing.assert_allclose(enhance(_brighter(img, 2.0, space), weights=exposure_ckpt), out,
+                               atol=1e-4)
+    # and gain 1 is not the automatic gain: the result differs
+    assert np.abs(enhance(img, weights=exposure_ckpt, exposure_gain=1.0) - out).max() > 1e-2
 
 
 def test_exposure_gain_is_shared_by_all_planes_and_dask(exposure_ckpt):
+    space = load_checkpoint(exposure_ckpt).config.exposure_space
     stack = rng_image((3, 16, 16), np.float32) * np.array([0.05, 0.1, 0.2], np.float32)[:, None, None]
     out = enhance(stack, weights=exposure_ckpt)
-    gain = load_checkpoint(exposure_ckpt).config.exposure_gain(float(stack.mean()))
+    gain = load_checkpoint(exposure_ckpt).config.exposure_gain(_space_mean(stack, space))
     assert exposure_gain_for(stack, weights=exposure_ckpt) == pytest.approx(gain, rel=1e-6)
     for z in range(3):
         np.testing.assert_allclose(out[z], enhance(stack[z], weights=exposure_ckpt, exposure_gain=gain),

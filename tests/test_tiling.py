@@ -26,7 +26,7 @@ def random_weights(config: MSRNetConfig, seed: int = 0) -> dict[str, np.ndarray]
 
 
 def engine(config: MSRNetConfig, seed: int = 0):
-    return _core.Engine(config.to_dict(), random_weights(config, seed))
+    return _core.Engine(config.engine_dict(), random_weights(config, seed))
 
 
 CONFIGS = [MSRNetConfig(), MSRNetConfig(log_bases=(1.0, 50.0), depth=3, width=8, f1_width=5)]
@@ -58,10 +58,10 @@ def test_generic_kernels_match(monkeypatch):
     config = CONFIGS[0]
     weights = random_weights(config, 3)
     img = np.random.default_rng(3).random((40, 33, 3), dtype=np.float32)
-    fast = _core.Engine(config.to_dict(), weights).run(img, tile=16)
+    fast = _core.Engine(config.engine_dict(), weights).run(img, tile=16)
     monkeypatch.setenv("MSRNET_SIMD", "generic")
     monkeypatch.setenv("MSRNET_WINOGRAD", "0")
-    generic = _core.Engine(config.to_dict(), weights).run(img, tile=16)
+    generic = _core.Engine(config.engine_dict(), weights).run(img, tile=16)
     np.testing.assert_allclose(fast, generic, atol=1e-4, rtol=0)
 
 
@@ -73,7 +73,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
     from test_tiling import random_weights
     from msrnet_napari.config import MSRNetConfig
     cfg = MSRNetConfig(depth=2, width=32)
-    eng = _core.Engine(cfg.to_dict(), random_weights(cfg))
+    eng = _core.Engine(cfg.engine_dict(), random_weights(cfg))
     img = np.random.default_rng(0).random((2048, 2048, 3), dtype=np.float32)
     eng.run(img[:64, :64].copy())
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -57,6 +57,29 @@ def test_train_writes_checkpoints_and_resumes(image_folder, tmp_path, capsys):
     assert "resumed from" in capsys.readouterr().out
 
 
+def test_init_keeps_weights_and_takes_new_exposure_settings(image_folder, tmp_path):
+    from msrnet_napari.checkpoint import load_checkpoint
+
+    folder, splits = image_folder
+    data = ["--images", str(folder), "--splits", str(splits)]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert train.main(data + ["--out", str(first), "--steps", "1", "--exposure-target", "0.4"]
+                      + SMALL) == 0
+    base = load_checkpoint(first / "last.pt")
+    assert (base.config.exposure_target, base.config.exposure_space) == (0.4, "display")
+    # --steps 0: no update, so the weights must come through unchanged
+    assert train.main(data + ["--out", str(second), "--steps", "0", "--init", str(first / "last.pt"),
+                              "--exposure-space", "linear", "--exposure-target", "0.2",
+                              "--p-sensor", "1.0"] + SMALL) == 0
+    moved = load_checkpoint(second / "last.pt")
+    assert (moved.config.exposure_target, moved.config.exposure_space) == (0.2, "linear")
+    assert moved.config.depth == base.config.depth == 2
+    for name, value in base.weights.items():
+        np.testing.assert_array_equal(moved.weights[name], value)
+    with pytest.raises(SystemExit, match="p-sensor"):
+        train.main(data + ["--out", str(second), "--steps", "1", "--p-sensor", "1.5"] + SMALL)
+
+
 def test_train_from_pack_with_time_limit(image_folder, tmp_path):
     from msrnet_napari.data import load_folder
 

@@ -27,7 +27,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 CHANNELS = 3  # the model works on RGB; gray data is replicated (see enhance)
-MAX_EXPOSURE_GAIN = 64.0
+MAX_EXPOSURE_GAIN = 64.0  # display space: x * g
+MAX_LINEAR_EXPOSURE_GAIN = 4096.0  # linear light: about 32x in display values
+EXPOSURE_SPACES = ("display", "linear")
 
 
 @dataclass(frozen=True)
@@ -38,9 +40,12 @@ class MSRNetConfig:
     depth: int = 10  # K, number of 3x3 convolutions in f2
     width: int = 32  # filters per f2 convolution
     f1_width: int = 3  # channels after f1's 1x1 fusion
-    # Exposure normalisation before f1 (0 = off): the input is multiplied by
-    # exposure_gain(mean of the whole input), see below. Not part of the paper.
+    # Exposure normalisation before f1 (0 = off): the whole input is re-exposed
+    # by exposure_gain(mean of the whole input) in exposure_space ("display":
+    # x * g on the sRGB values; "linear": in linear light, the mean being the
+    # linear-light mean). See msrnet_napari.exposure. Not part of the paper.
     exposure_target: float = 0.0
+    exposure_space: str = "display"
 
     def __post_init__(self) -> None:
         bases = tuple(float(v) for v in self.log_bases)
@@ -52,6 +57,9 @@ class MSRNetConfig:
         if not (0.0 <= float(self.exposure_target) <= 1.0):
             raise ValueError(f"exposure_target must lie in [0, 1], got {self.exposure_target!r}")
         object.__setattr__(self, "exposure_target", float(self.exposure_target))
+        if self.exposure_space not in EXPOSURE_SPACES:
+            raise ValueError(f"exposure_space must be one of {EXPOSURE_SPACES}, "
+                             f"got {self.exposure_space!r}")
         for name in ("depth", "width", "f1_width"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -73,7 +81,7 @@ class MSRNetConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MSRNetConfig":
-        known = {"log_bases", "depth", "width", "f1_width", "exposure_target"}
+        known = {"log_bases", "depth", "width", "f1_width", "exposure_target", "exposure_space"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown MSR-net config keys: {sorted(unknown)}")
@@ -83,16 +91,27 @@ class MSRNetConfig:
         return cls(**kwargs)
 
     def exposure_gain(self, mean: float) -> float:
-        """Input gain for an image whose mean intensity (in [0, 1]) is ``mean``.
+        """Input gain for an image whose mean (in ``exposure_space``, in [0, 1]) is ``mean``.
 
         Brightens dark inputs so their mean reaches ``exposure_target``; never
-        darkens (gain >= 1) and never exceeds MAX_EXPOSURE_GAIN. This removes the
-        exposure ambiguity a network with a 1 + depth pixel receptive field cannot
-        resolve on its own. Returns 1 when exposure normalisation is off.
+        darkens (gain >= 1) and never exceeds ``max_exposure_gain``. This removes
+        the exposure ambiguity a network with a 1 + depth pixel receptive field
+        cannot resolve on its own. Returns 1 when exposure normalisation is off.
         """
         if self.exposure_target <= 0.0:
             return 1.0
-        return min(max(self.exposure_target / max(float(mean), 1e-6), 1.0), MAX_EXPOSURE_GAIN)
+        return min(max(self.exposure_target / max(float(mean), 1e-9), 1.0),
+                   self.max_exposure_gain)
+
+    @property
+    def max_exposure_gain(self) -> float:
+        return MAX_LINEAR_EXPOSURE_GAIN if self.exposure_space == "linear" else MAX_EXPOSURE_GAIN
+
+    def engine_dict(self) -> dict[str, Any]:
+        """The architecture only: what the compiled engine needs (no exposure keys)."""
+        d = self.to_dict()
+        del d["exposure_target"], d["exposure_space"]
+        return d
 
     def flops_per_pixel(self) -> int:
         """Multiply-adds x2 of one forward pass, per output pixel."""

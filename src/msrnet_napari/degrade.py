@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from .exposure import _is_torch, linear_to_srgb, srgb_to_linear
+
 __all__ = [
     "LowLightParams", "DARKEN_LEVELS", "srgb_to_linear", "linear_to_srgb",
     "quantize", "synthesize", "synthesize_torch", "darken", "to_float",
@@ -56,10 +58,6 @@ DARKEN_LEVELS: dict[int, tuple[float, float, float]] = {
 }
 
 
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.split(".")[0] == "torch"
-
-
 def to_float(image: np.ndarray) -> np.ndarray:
     """uint8/uint16/bool/float -> float32 in [0, 1] (floats are only clipped)."""
     a = np.asarray(image)
@@ -70,30 +68,6 @@ def to_float(image: np.ndarray) -> np.ndarray:
     if a.dtype == bool:
         return a.astype(np.float32)
     return np.clip(a.astype(np.float32, copy=False), 0.0, 1.0)
-
-
-def srgb_to_linear(x):
-    """Inverse sRGB transfer curve (IEC 61966-2-1), numpy or torch, x in [0, 1]."""
-    if _is_torch(x):
-        import torch
-
-        x = x.clamp(0, 1)
-        return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-    x = np.clip(x, 0, 1)
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
-def linear_to_srgb(x):
-    """sRGB transfer curve, numpy or torch; input clipped to [0, 1]."""
-    if _is_torch(x):
-        import torch
-
-        x = x.clamp(0, 1)
-        return torch.where(x <= 0.0031308, x * 12.92,
-                           1.055 * x.clamp_min(1e-12) ** (1 / 2.4) - 0.055)
-    x = np.clip(x, 0, 1)
-    return np.where(x <= 0.0031308, x * 12.92,
-                    1.055 * np.maximum(x, 1e-12) ** (1 / 2.4) - 0.055).astype(np.float32)
 
 
 def quantize(x, bits: int = 8):

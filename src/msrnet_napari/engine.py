@@ -53,8 +53,8 @@ class Engine:
             reason = ("this build of msrnet-napari has no CUDA support"
                       if not getattr(_core, "has_cuda", False) else "no CUDA GPU was found")
             raise RuntimeError(f"device='cuda' requested but {reason}; use device='cpu'")
-        # _core accepts and ignores exposure_target: enhance() applies that gain
-        config = checkpoint.config.to_dict()
+        # the exposure gain is applied by enhance() before the engine runs
+        config = checkpoint.config.engine_dict()
         weights = {k: np.ascontiguousarray(v, dtype=np.float32)
                    for k, v in checkpoint.weights.items()}
         self._impl: Any = (_core.CudaEngine(config, weights) if device == "cuda"

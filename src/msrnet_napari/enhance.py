@@ -1,7 +1,8 @@
 """``enhance()``: the public, scriptable entry point.
 
 Data path: validate -> layout (planes of H x W (x C)) -> normalise to [0, 1]
--> engine (C++/CUDA, tiled) -> denormalise -> original shape and dtype.
+-> exposure gain (models with exposure normalisation) -> engine (C++/CUDA,
+tiled) -> denormalise -> original shape and dtype.
 Dask arrays take the same path lazily, block by block (``map_overlap`` with a
 halo of the network's receptive radius, so the result equals the eager one).
 """
@@ -15,6 +16,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .checkpoint import Checkpoint
+from .exposure import apply_exposure_gain, exposure_statistic
 from .layout import Layout, resolve_layout
 from .normalize import Scaling, check_dtype, choose_scaling, from_unit, to_unit
 from .weights import resolve_weights
@@ -66,10 +68,12 @@ def enhance(
         dtype for integer input returns values in [0, 1].
     exposure_gain : float, optional
         Only for models with exposure normalisation (``config.exposure_target``
-        > 0, as the bundled default): the gain applied to the normalised input.
-        Default: ``config.exposure_gain(mean)`` with the mean of the WHOLE
-        array (all planes), so every plane of a stack gets the same mapping.
-        Pass a number to reuse one gain across calls (e.g. plane by plane).
+        > 0, as the bundled default): the gain applied to the normalised input,
+        in the model's ``config.exposure_space`` ("linear": in linear light, as
+        a longer exposure; "display": on the values). Default:
+        ``config.exposure_gain(mean)`` with the mean of the WHOLE array (all
+        planes), so every plane of a stack gets the same mapping. Pass a number
+        to reuse one gain across calls (e.g. plane by plane).
     tile, threads, device :
         Engine settings: tile edge in pixels (memory is bounded by the tile,
         not the image; None = the device's default, 256 on the CPU and 2048 on
@@ -115,11 +119,13 @@ def _auto_gain(checkpoint: Checkpoint, data: np.ndarray, layout: Layout, scaling
     """The model's exposure gain for the whole array (1.0 without exposure normalisation)."""
     if checkpoint.config.exposure_target <= 0:
         return 1.0  # no pass over the data
-    return checkpoint.config.exposure_gain(_unit_mean(data, layout, scaling))
+    space = checkpoint.config.exposure_space
+    return checkpoint.config.exposure_gain(_exposure_mean(data, layout, scaling, space))
 
 
-def _unit_mean(data: np.ndarray, layout: Layout, scaling: Scaling) -> float:
-    """Mean normalised intensity of the whole array (colour channels only).
+def _exposure_mean(data: np.ndarray, layout: Layout, scaling: Scaling, space: str) -> float:
+    """Mean normalised intensity of the whole array (colour channels only), in
+    ``space`` (linear light or display values, see :mod:`msrnet_napari.exposure`).
 
     Computed in blocks of rows, so no float copy of the whole image is made.
     """
@@ -130,8 +136,9 @@ def _unit_mean(data: np.ndarray, layout: Layout, scaling: Scaling) -> float:
         for r in range(0, plane.shape[0], rows):
             block = plane[r:r + rows]
             unit = to_unit(block[..., :3] if layout.rgb else block, scaling)
-            total += float(unit.sum(dtype=np.float64))
-            count += unit.size
+            block_sum, block_count = exposure_statistic(unit, space)
+            total += block_sum
+            count += block_count
     return total / count
 
 
@@ -232,7 +239,7 @@ def _enhance_planes(data, layout: Layout, scaling, out_scaling, out_dtype, engin
                 raise Cancelled("enhancement cancelled")
             rgb_in = _to_network_input(plane[in0:in1], layout.rgb, scaling)
             if gain != 1.0:
-                rgb_in *= np.float32(gain)
+                rgb_in = apply_exposure_gain(rgb_in, gain, engine.config.exposure_space)
             result = engine.run(rgb_in, tile=tile, threads=threads, progress=report.callback())
             report.finish(n_tiles)
             result = result[out0 - in0:out1 - in0]
@@ -348,5 +355,13 @@ def _dask_gain(array, layout: Layout, checkpoint: Checkpoint, bit_depth, intensi
     else:
         scaling = choose_scaling(array.dtype, bit_depth=bit_depth, intensity_range=intensity_range,
                                  maximum=None if bit_depth or intensity_range else 2**8 - 1)
-    mean = float(array.map_blocks(to_unit, scaling, dtype=np.float32).mean(dtype=np.float64).compute())
-    return checkpoint.config.exposure_gain(mean)
+    space = checkpoint.config.exposure_space
+
+    def stat(block: np.ndarray) -> np.ndarray:  # (sum, count) per block, summed below
+        return np.array(exposure_statistic(to_unit(block, scaling), space),
+                        dtype=np.float64).reshape((1,) * block.ndim + (2,))
+
+    parts = array.map_blocks(stat, dtype=np.float64, new_axis=array.ndim,
+                             chunks=(1,) * array.ndim + (2,)).compute()
+    total, count = parts.reshape(-1, 2).sum(axis=0)
+    return checkpoint.config.exposure_gain(total / count)

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint
-from .config import CHANNELS, MAX_EXPOSURE_GAIN, MSRNetConfig, parameter_shapes
+from .config import CHANNELS, MSRNetConfig, parameter_shapes
+from .exposure import apply_exposure_gain, srgb_to_linear
 
 
 class MultiScaleLog(nn.Module):
@@ -67,12 +68,16 @@ class MSRNet(nn.Module):
         return self.f3(self.f2(self.f1(self.normalise_exposure(x))))
 
     def normalise_exposure(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-sample gain from the mean of the whole input (config.exposure_gain)."""
-        target = self.config.exposure_target
-        if target <= 0.0:
+        """Per-sample gain from the mean of the whole input (config.exposure_gain),
+        applied in config.exposure_space (see msrnet_napari.exposure)."""
+        cfg = self.config
+        if cfg.exposure_target <= 0.0:
             return x
-        mean = x.detach().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
-        return x * (target / mean).clamp(1.0, MAX_EXPOSURE_GAIN)
+        space = cfg.exposure_space
+        stat = srgb_to_linear(x.detach()) if space == "linear" else x.detach()
+        mean = stat.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-9)
+        gain = (cfg.exposure_target / mean).clamp(1.0, cfg.max_exposure_gain)
+        return apply_exposure_gain(x, gain, space)
 
 
 def init_weights(model: MSRNet, seed: int | None = None, gain: float = 1.0) -> MSRNet:

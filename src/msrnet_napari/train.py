@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-lr-frac", type=float, default=0.02)
     p.add_argument("--clip-grad", type=float, default=0.0, help="max grad norm (0 = off)")
     p.add_argument("--degrade", choices=("mixed", "sensor", "gamma"), default="mixed")
+    p.add_argument("--p-sensor", type=float, default=0.5,
+                   help="with --degrade mixed: probability of the sensor model per crop "
+                        "(else the paper's gamma model)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--init", help="start from the weights of this checkpoint")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -74,10 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--width", type=int, default=32)
     m.add_argument("--f1-width", type=int, default=3)
     m.add_argument("--log-bases", default="1,10,100,300")
-    m.add_argument("--exposure-target", type=float, default=0.0,
-                   help="exposure normalisation before f1: scale dark inputs so their mean "
-                        "reaches this value (0 = off, as in the paper)")
+    m.add_argument("--exposure-target", type=float, default=None,
+                   help="exposure normalisation before f1: re-expose dark inputs so their "
+                        "mean reaches this value (0 = off, as in the paper; default 0, or "
+                        "the --init checkpoint's)")
+    m.add_argument("--exposure-space", choices=("display", "linear"), default=None,
+                   help="where the exposure gain applies and its mean is taken: display "
+                        "(sRGB values) or linear light (default display, or the --init "
+                        "checkpoint's)")
     return p
+
+
+def _with_exposure(config, args):
+    """config with the exposure settings given on the command line (if any)."""
+    import dataclasses
+
+    changes = {k: v for k, v in (("exposure_target", args.exposure_target),
+                                  ("exposure_space", args.exposure_space)) if v is not None}
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def pick_device(name: str):
@@ -199,12 +216,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.pack and not args.images:
         raise SystemExit("msrnet-train: give --pack or --images (with --splits)")
+    if not 0.0 <= args.p_sensor <= 1.0:
+        raise SystemExit(f"msrnet-train: --p-sensor must lie in [0, 1], got {args.p_sensor}")
 
     import torch
 
     from .config import MSRNetConfig
     from .data import CropSampler, load_dataset
-    from .degrade import synthesize_torch
+    from .degrade import LowLightParams, synthesize_torch
     from .model import MSRNet, init_weights, save_checkpoint
 
     t0 = T_START if argv is None else time.monotonic()
@@ -213,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
+    params = LowLightParams(p_sensor=args.p_sensor)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -239,12 +259,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(args.init)
-        config = ckpt.config
+        config = _with_exposure(ckpt.config, args)
         payload = {"state_dict": {k: torch.from_numpy(v.copy()) for k, v in ckpt.weights.items()}}
     else:
         bases = tuple(float(v) for v in str(args.log_bases).split(",") if v.strip())
-        config = MSRNetConfig(log_bases=bases, depth=args.depth, width=args.width,
-                              f1_width=args.f1_width, exposure_target=args.exposure_target)
+        config = _with_exposure(MSRNetConfig(log_bases=bases, depth=args.depth, width=args.width,
+                                             f1_width=args.f1_width), args)
     torch.manual_seed(args.seed)
     model = init_weights(MSRNet(config), seed=args.seed)
     if payload is not None:
@@ -340,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for g in optimizer.param_groups:
                 g["lr"] = lr
             bright = sampler.sample(args.batch)
-            dark = synthesize_torch(bright, gen, mode=args.degrade)
+            dark = synthesize_torch(bright, gen, params=params, mode=args.degrade)
             if args.channels_last:
                 bright = bright.contiguous(memory_format=torch.channels_last)
                 dark = dark.contiguous(memory_format=torch.channels_last)

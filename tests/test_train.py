@@ -122,3 +122,23 @@ def test_lr_schedule():
     assert train.lr_at(10, args, 0, 0) == pytest.approx(1e-3, rel=0.05)
     assert train.lr_at(100, args, 0, 0) == pytest.approx(1e-3 * args.min_lr_frac)
     assert train.lr_at(50, args, 90, 100) < train.lr_at(50, args, 0, 0)
+
+
+@pytest.mark.parametrize("space", ["display", "linear"])
+def test_identity_start_passes_the_normalised_input_through(space):
+    from msrnet_napari.model import identity_start
+
+    config = MSRNetConfig(depth=3, width=8, exposure_target=0.2 if space == "linear" else 0.4,
+                          exposure_space=space)
+    model = init_weights(MSRNet(config), seed=1)
+    conv0 = model.f2.convs[0].weight.detach().clone()
+    x = torch.rand((2, 3, 24, 20), generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.no_grad():
+        before = model(x)
+        identity_start(model)
+        out = model(x)
+        normalised = model.normalise_exposure(x)
+    assert normalised.mean() > 2 * x.mean()  # the gain did brighten the dark input
+    assert (out - normalised).abs().max() < 0.025  # the least-squares fit of y = x
+    assert (before - normalised).abs().max() > 0.1  # a random network is not the identity
+    assert torch.equal(model.f2.convs[0].weight, conv0)  # f2's features are kept

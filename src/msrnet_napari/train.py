@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(else the paper's gamma model)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--init", help="start from the weights of this checkpoint")
+    p.add_argument("--identity-start", action="store_true",
+                   help="start as the identity on the exposure-normalised input "
+                        "(model.identity_start; keeps f2's 3x3 convs, e.g. from --init)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
     p.add_argument("--amp", choices=("none", "bf16"), default="none",
@@ -224,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .config import MSRNetConfig
     from .data import CropSampler, load_dataset
     from .degrade import LowLightParams, synthesize_torch
-    from .model import MSRNet, init_weights, save_checkpoint
+    from .model import MSRNet, identity_start, init_weights, save_checkpoint
 
     t0 = T_START if argv is None else time.monotonic()
     out = Path(args.out)
@@ -269,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = init_weights(MSRNet(config), seed=args.seed)
     if payload is not None:
         model.load_state_dict(payload["state_dict"])
+    if args.identity_start and not args.resume:
+        identity_start(model)
     model.to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)

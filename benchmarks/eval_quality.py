@@ -14,6 +14,11 @@ per level (outputs clipped to [0, 1]).
 engine); ``torch`` uses the PyTorch reference (``model.model_from_checkpoint``);
 ``auto`` (default) takes enhance when the compiled engine imports, else torch.
 Prints a markdown table and whether MSR-net beats every baseline at every level.
+
+For a model with exposure normalisation an ablation row "exposure only" shows
+the model's exposure gain without the network (``--no-ablation`` drops it); it
+is part of our method, not a classical baseline, so the verdict ignores it and
+a separate line says what the network adds to it.
 """
 
 from __future__ import annotations
@@ -90,6 +95,21 @@ def make_msrnet(weights: str, engine: str, threads: int, device: str, tile: int)
     return run, engine
 
 
+def make_exposure_only(weights: str):
+    """The model's exposure normalisation alone (no network), or None if it has none."""
+    from msrnet_napari import exposure_gain_for, load_checkpoint
+    from msrnet_napari.exposure import apply_exposure_gain
+
+    config = load_checkpoint(weights).config
+    if config.exposure_target <= 0:
+        return None
+
+    def run(dark: np.ndarray) -> np.ndarray:
+        gain = exposure_gain_for(dark, weights=weights)
+        return apply_exposure_gain(np.array(dark, dtype=np.float32), gain, config.exposure_space)
+    return run
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", action="append", default=[],
@@ -105,6 +125,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--tile", type=int, default=256)
+    p.add_argument("--no-ablation", action="store_true",
+                   help="skip the 'exposure only' rows (exposure normalisation without the network)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
 
@@ -123,6 +145,14 @@ def main(argv=None) -> int:
         methods[label] = run
         print(f"{label}: {w} via {engine}", file=sys.stderr)
     msr_labels = list(methods)
+    ablations: dict[str, str] = {}  # ablation label -> its MSR-net label
+    if not args.no_ablation:
+        for w, lab in zip(weights, msr_labels):
+            fn = make_exposure_only(w)
+            if fn is not None:
+                name = "exposure only" if len(weights) == 1 else f"exposure only ({lab[9:-1]})"
+                methods[name] = fn
+                ablations[name] = lab
     for name in args.methods:
         methods[name] = BASELINES[name]
 
@@ -159,12 +189,16 @@ def main(argv=None) -> int:
     print()
     verdict = {}
     for lab in msr_labels:
-        base = [m for m in methods if m not in msr_labels]
+        base = [m for m in methods if m not in msr_labels and m not in ablations]
         wins_p = all(mean[lab][lv][0] > max(mean[b][lv][0] for b in base) for lv in args.levels)
         wins_s = all(mean[lab][lv][1] > max(mean[b][lv][1] for b in base) for lv in args.levels)
         verdict[lab] = {"psnr": wins_p, "ssim": wins_s}
         print(f"{lab} beats all baselines at every level: PSNR {'YES' if wins_p else 'NO'}, "
               f"SSIM {'YES' if wins_s else 'NO'}")
+    for abl, lab in ablations.items():
+        gains = ", ".join(f"L{lv} {mean[lab][lv][0] - mean[abl][lv][0]:+.2f} dB / "
+                          f"{mean[lab][lv][1] - mean[abl][lv][1]:+.3f}" for lv in args.levels)
+        print(f"{lab} minus '{abl}' (what the network adds): {gains}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"images": list(val), "levels": args.levels, "weights": weights,

@@ -102,6 +102,44 @@ def test_crop_sampler_shapes_and_range():
     assert 0 <= float(b.min()) and float(b.max()) <= 1
 
 
+def test_crop_sampler_context_pixels_come_from_the_crops_own_image():
+    # three flat images of different values: every crop and its context share one value
+    imgs = [np.full((30, 40, 3), v, dtype=np.uint8) for v in (10, 120, 250)]
+    s = CropSampler(imgs, 16, seed=2)
+    crops, ctx = s.sample(12, context=100)
+    assert tuple(crops.shape) == (12, 3, 16, 16)
+    assert tuple(ctx.shape) == (12, 3, 16, 7)  # ceil(100 / 16) columns
+    for crop, pixels in zip(crops, ctx):
+        assert torch.equal(pixels.unique(), crop.unique())
+    assert len({float(c[0, 0, 0]) for c in crops}) > 1  # several source images were drawn
+
+
+def test_val_set_gain_comes_from_the_whole_darkened_image():
+    from msrnet_napari.degrade import darken, to_float
+    from msrnet_napari.exposure import srgb_to_linear
+
+    img = np.zeros((64, 64, 3), dtype=np.uint8)
+    img[:, :32] = 250  # bright left half, black right half
+    val_set = train.make_val_set({"half": img}, 16)  # the 16 x 16 centre crop is half bright
+    assert len(val_set) == 4
+    level, dark, bright, means = val_set[0]
+    assert dark.shape == bright.shape == (16, 16, 3)
+    whole = darken(to_float(img), level)
+    assert means["display"] == pytest.approx(float(whole.mean()), rel=1e-5)
+    assert means["linear"] == pytest.approx(float(srgb_to_linear(whole).mean()), rel=1e-5)
+
+
+def test_training_gain_is_the_whole_image_gain_not_the_crops():
+    """A crop of a dark region is not brightened to the target on its own."""
+    model = MSRNet(MSRNetConfig(depth=2, width=8, exposure_target=0.2, exposure_space="linear"))
+    dark_region = torch.full((1, 3, 8, 8), 0.05)
+    whole_image = torch.cat([dark_region, torch.full((1, 3, 8, 8), 0.6)], dim=3)
+    own, image = model.exposure_gain(dark_region), model.exposure_gain(whole_image)
+    assert float(own) > 5 * float(image) > 0
+    x = model.normalise_exposure(dark_region, image)
+    assert float(x.mean()) < float(model.normalise_exposure(dark_region).mean())
+
+
 def test_overfit_tiny_batch_loss_decreases():
     torch.manual_seed(0)
     model = init_weights(MSRNet(MSRNetConfig(depth=2, width=8)), seed=0)

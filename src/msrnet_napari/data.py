@@ -152,15 +152,24 @@ class CropSampler:
     def state(self) -> dict:
         return {"bit_generator": self.rng.bit_generator.state}
 
-    def sample(self, batch: int):
+    def sample(self, batch: int, context: int = 0):
+        """``batch`` crops (N x 3 x crop x crop); with ``context`` > 0 also
+        ``(crops, ctx)``: ctx holds about ``context`` pixels drawn at random from
+        each crop's whole source image (N x 3 x crop x ceil(context / crop)), e.g. to darken them with
+        the crop's parameters and estimate the whole image's exposure."""
         torch, c = self.torch, self.crop
         idx = self.rng.choice(len(self.images), size=batch, p=self.probs)
-        crops = []
+        crops, ctx = [], []
+        cols = -(-int(context) // c) if context > 0 else 0
         for i in idx:
             img = self.images[i]
             y = int(self.rng.integers(0, img.shape[1] - c + 1))
             x = int(self.rng.integers(0, img.shape[2] - c + 1))
             crops.append(img[:, y:y + c, x:x + c])
+            if cols:
+                flat = img.reshape(3, -1)
+                pick = torch.from_numpy(self.rng.integers(0, flat.shape[1], c * cols)).to(self.device)
+                ctx.append(flat[:, pick].reshape(3, c, cols))
         out = torch.stack(crops).float().div_(255.0)
         flips = self.rng.random((3, batch)) < 0.5
         for k, dims in enumerate(((3,), (2,), None)):
@@ -169,4 +178,6 @@ class CropSampler:
                 continue
             alt = out.transpose(2, 3) if dims is None else out.flip(dims)
             out = torch.where(mask, alt, out)
+        if cols:
+            return out.contiguous(), torch.stack(ctx).float().div_(255.0)
         return out.contiguous()

@@ -64,20 +64,32 @@ class MSRNet(nn.Module):
         self.f2 = DifferenceOfConvolution(self.config)
         self.f3 = nn.Conv2d(CHANNELS, CHANNELS, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.f3(self.f2(self.f1(self.normalise_exposure(x))))
+    def forward(self, x: torch.Tensor, gain: torch.Tensor | float | None = None) -> torch.Tensor:
+        """``gain``: the exposure gain per sample (N x 1 x 1 x 1 or a number); None = from
+        ``x`` itself, as enhance() does for a whole image (see :meth:`normalise_exposure`)."""
+        return self.f3(self.f2(self.f1(self.normalise_exposure(x, gain))))
 
-    def normalise_exposure(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-sample gain from the mean of the whole input (config.exposure_gain),
-        applied in config.exposure_space (see msrnet_napari.exposure)."""
+    def normalise_exposure(self, x: torch.Tensor,
+                           gain: torch.Tensor | float | None = None) -> torch.Tensor:
+        """Re-expose ``x`` in config.exposure_space by ``gain``; by default the gain of
+        config.exposure_gain for the mean of each whole sample (see msrnet_napari.exposure).
+
+        Training passes the gain of the crop's whole (darkened) source image, because
+        at inference the gain comes from the whole image, not from a tile.
+        """
         cfg = self.config
         if cfg.exposure_target <= 0.0:
             return x
-        space = cfg.exposure_space
-        stat = srgb_to_linear(x.detach()) if space == "linear" else x.detach()
-        mean = stat.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-9)
-        gain = (cfg.exposure_target / mean).clamp(1.0, cfg.max_exposure_gain)
-        return apply_exposure_gain(x, gain, space)
+        if gain is None:
+            gain = self.exposure_gain(x)
+        return apply_exposure_gain(x, gain, cfg.exposure_space)
+
+    def exposure_gain(self, x: torch.Tensor) -> torch.Tensor:
+        """config.exposure_gain of the mean of each sample of ``x`` (N x 1 x 1 x 1)."""
+        cfg = self.config
+        stat = srgb_to_linear(x.detach()) if cfg.exposure_space == "linear" else x.detach()
+        mean = stat.float().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-9)
+        return (cfg.exposure_target / mean).clamp(1.0, cfg.max_exposure_gain)
 
 
 def init_weights(model: MSRNet, seed: int | None = None, gain: float = 1.0) -> MSRNet:

@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-lr-frac", type=float, default=0.02)
     p.add_argument("--clip-grad", type=float, default=0.0, help="max grad norm (0 = off)")
     p.add_argument("--degrade", choices=("mixed", "sensor", "gamma"), default="mixed")
+    p.add_argument("--gain-from", choices=("image", "crop"), default="image",
+                   help="exposure normalisation: take a crop's gain from its whole darkened "
+                        "source image (as enhance() does; estimated from --context-pixels "
+                        "random pixels darkened alike) or from the crop itself")
+    p.add_argument("--context-pixels", type=int, default=1024)
     p.add_argument("--p-sensor", type=float, default=0.5,
                    help="with --degrade mixed: probability of the sensor model per crop "
                         "(else the paper's gamma model)")
@@ -121,17 +126,18 @@ def make_optimizer(model, lr: float, weight_decay: float):
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
 
 
-def train_step(model, optimizer, dark, bright, clip_grad: float = 0.0, amp=None) -> float:
-    """One optimizer step of MSE(model(dark), bright); returns the loss (float tensor)."""
+def train_step(model, optimizer, dark, bright, clip_grad: float = 0.0, amp=None,
+               gain=None) -> float:
+    """One optimizer step of MSE(model(dark, gain), bright); returns the loss (float tensor)."""
     import torch
     import torch.nn.functional as F
 
     optimizer.zero_grad(set_to_none=True)
     if amp is not None:
         with torch.autocast(device_type=dark.device.type, dtype=amp):
-            pred = model(dark)
+            pred = model(dark, gain)
     else:
-        pred = model(dark)
+        pred = model(dark, gain)
     loss = F.mse_loss(pred.float(), bright)
     loss.backward()
     if clip_grad > 0:
@@ -162,15 +168,28 @@ def center_crop(img: np.ndarray, size: int) -> np.ndarray:
     return img[y:y + th, x:x + tw]
 
 
-def make_val_set(val: dict[str, np.ndarray], size: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """[(level, dark float32 HxWx3, bright float32 HxWx3)] - fixed, deterministic."""
+def make_val_set(val: dict[str, np.ndarray], size: int) -> list[tuple]:
+    """[(level, dark float32 HxWx3, bright float32 HxWx3, means)] - fixed, deterministic.
+
+    Each whole image is darkened, then centre-cropped; ``means`` maps an exposure
+    space to the mean of the whole dark image in it, so the exposure gain is the
+    one enhance() would use for the whole image.
+    """
+    from .config import EXPOSURE_SPACES
     from .degrade import DARKEN_LEVELS, darken, to_float
+    from .exposure import exposure_statistic
 
     out = []
     for img in val.values():
-        bright = to_float(center_crop(img, size))
+        whole = to_float(img)
+        bright = center_crop(whole, size)
         for level in DARKEN_LEVELS:
-            out.append((level, darken(bright, level), bright))
+            dark = darken(whole, level)
+            means = {}
+            for space in EXPOSURE_SPACES:
+                total, count = exposure_statistic(dark, space)
+                means[space] = total / count
+            out.append((level, np.ascontiguousarray(center_crop(dark, size)), bright, means))
     return out
 
 
@@ -184,13 +203,14 @@ def evaluate(model, val_set, device, amp=None) -> dict[str, Any]:
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for level, dark, bright in val_set:
+        for level, dark, bright, means in val_set:
             x = torch.from_numpy(np.ascontiguousarray(dark.transpose(2, 0, 1)))[None].to(device)
+            gain = model.config.exposure_gain(means[model.config.exposure_space])
             if amp is not None:
                 with torch.autocast(device_type=device.type, dtype=amp):
-                    y = model(x)
+                    y = model(x, gain)
             else:
-                y = model(x)
+                y = model(x, gain)
             y = y.float().clamp_(0, 1)[0].permute(1, 2, 0).cpu().numpy()
             try:
                 s = ssim(bright, y)
@@ -295,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gen = torch.Generator(device=device).manual_seed(args.seed * 7919 + step + 1)
     val_set = make_val_set(val_imgs, args.val_size)
 
+    image_gain = config.exposure_target > 0 and args.gain_from == "image" and args.context_pixels > 0
     stop = {"flag": False}
 
     def on_signal(signum, frame):  # noqa: ARG001
@@ -364,12 +385,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             lr = lr_at(step, args, elapsed, budget)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            bright = sampler.sample(args.batch)
-            dark = synthesize_torch(bright, gen, params=params, mode=args.degrade)
+            gain = None
+            if image_gain:  # darken crop and context pixels with the same parameters
+                bright, context = sampler.sample(args.batch, context=args.context_pixels)
+                both = synthesize_torch(torch.cat([bright, context], dim=3), gen, params=params,
+                                        mode=args.degrade)
+                dark = both[..., :args.crop].contiguous()
+                gain = model.exposure_gain(both[..., args.crop:])
+            else:
+                bright = sampler.sample(args.batch)
+                dark = synthesize_torch(bright, gen, params=params, mode=args.degrade)
             if args.channels_last:
                 bright = bright.contiguous(memory_format=torch.channels_last)
                 dark = dark.contiguous(memory_format=torch.channels_last)
-            loss_sum += train_step(model, optimizer, dark, bright, args.clip_grad, amp)
+            loss_sum += train_step(model, optimizer, dark, bright, args.clip_grad, amp, gain)
             n_acc += 1
             step += 1
             if step % args.log_every == 0 or step == args.steps:

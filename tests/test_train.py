@@ -52,8 +52,9 @@ def test_train_writes_checkpoints_and_resumes(image_folder, tmp_path, capsys):
     payload = torch.load(out / "last.pt", weights_only=True)
     assert "optimizer" in payload and payload["config"]["depth"] == 2
     assert payload["train_config"]["batch"] == 4
-    assert train.main(args + ["--steps", "5", "--resume"]) == 0
+    assert train.main(args + ["--steps", "5", "--resume", "--keep-val-checkpoints"]) == 0
     assert _load(out / "last.pt") == 5
+    assert _load(out / "val_step5.pt") == 5 and not (out / "val_step3.pt").exists()
     assert "resumed from" in capsys.readouterr().out
 
 
@@ -180,3 +181,29 @@ def test_identity_start_passes_the_normalised_input_through(space):
     assert (out - normalised).abs().max() < 0.025  # the least-squares fit of y = x
     assert (before - normalised).abs().max() > 0.1  # a random network is not the identity
     assert torch.equal(model.f2.convs[0].weight, conv0)  # f2's features are kept
+
+
+def test_average_checkpoints_script(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from msrnet_napari.checkpoint import load_checkpoint
+    from msrnet_napari.model import save_checkpoint
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "average_checkpoints.py"
+    spec = importlib.util.spec_from_file_location("average_checkpoints", script)
+    avg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(avg)
+    config = MSRNetConfig(depth=2, width=8, exposure_target=0.2, exposure_space="linear")
+    paths = [save_checkpoint(init_weights(MSRNet(config), seed=s), tmp_path / f"s{s}.pt", step=10 * s)
+             for s in (1, 2, 3)]
+    assert avg.main([str(tmp_path / "avg.pt"), *map(str, paths)]) == 0
+    out = load_checkpoint(tmp_path / "avg.pt")
+    parts = [load_checkpoint(p) for p in paths]
+    assert out.config == config and out.metadata["averaged_steps"] == [10, 20, 30]
+    for name, value in out.weights.items():
+        np.testing.assert_allclose(value, np.mean([p.weights[name] for p in parts], axis=0), atol=1e-7)
+    other = save_checkpoint(init_weights(MSRNet(MSRNetConfig(depth=2, width=8)), seed=1),
+                            tmp_path / "other.pt")
+    with pytest.raises(SystemExit, match="differs"):
+        avg.main([str(tmp_path / "bad.pt"), str(paths[0]), str(other)])

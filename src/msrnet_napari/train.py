@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also validate when this many seconds passed since the last one")
     p.add_argument("--val-size", type=int, default=256,
                    help="center-crop validation images to this size (0 = full image)")
+    p.add_argument("--keep-val-checkpoints", action="store_true",
+                   help="also keep the weights of every validation as OUT/val_step<N>.pt "
+                        "(e.g. to average them: scripts/average_checkpoints.py)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--time-limit", type=float, default=0.0,
                    help="wall seconds (from process start) after which training stops "
@@ -363,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             save("best", val)
         last_val = val
         save("last", val)
+        if args.keep_val_checkpoints and step > 0:
+            save(f"val_step{step}", val)
         validated_at["t"] = time.monotonic()
         return val
 

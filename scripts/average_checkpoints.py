@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Average the weights of checkpoints of one training run (stochastic weight averaging).
+
+    python scripts/average_checkpoints.py OUT.pt A.pt B.pt [C.pt ...]
+
+All inputs must share one config (same architecture and exposure settings). The
+average of points along one trajectory is a flatter, less noisy solution than any
+single point (Izmailov et al. 2018, "Averaging Weights Leads to Wider Optima").
+Needs torch (the [train] extra) to write the checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
+
+from msrnet_napari.checkpoint import load_checkpoint  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 3:
+        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+        return 2
+    out, paths = Path(argv[0]), argv[1:]
+    ckpts = [load_checkpoint(p) for p in paths]
+    config = ckpts[0].config
+    for p, c in zip(paths, ckpts):
+        if c.config != config:
+            raise SystemExit(f"{p}: config {c.config} differs from {config}")
+    import torch
+
+    from msrnet_napari.model import MSRNet, save_checkpoint
+
+    model = MSRNet(config)
+    mean = {k: torch.from_numpy(np.mean([c.weights[k] for c in ckpts], axis=0).astype(np.float32))
+            for k in ckpts[0].weights}
+    model.load_state_dict(mean)
+    steps = [c.metadata.get("step") for c in ckpts]
+    save_checkpoint(model, out, averaged_from=[str(p) for p in paths], averaged_steps=steps,
+                    step=max(s for s in steps if s is not None))
+    print(f"wrote {out}: mean of {len(ckpts)} checkpoints (steps {steps})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

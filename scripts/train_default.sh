@@ -29,4 +29,5 @@ git show 0c698d9:src/msrnet_napari/weights/msrnet_default.pt > runs/stage1_gpu2_
   --val-size 256 --log-every 20 --threads 2 --seed 3 --keep-val-checkpoints \
   2>&1 | tee runs/cpu3/train_log.txt
 # shellcheck disable=SC2046
-"$PY" scripts/average_checkpoints.py runs/cpu3/swa.pt $(ls runs/cpu3/val_step*.pt | sort -V)
+"$PY" scripts/average_checkpoints.py runs/cpu3/swa.pt $(ls runs/cpu3/val_step*.pt | sort -V) \
+  --val-pack data/pack.npz

@@ -97,10 +97,11 @@ def make_msrnet(weights: str, engine: str, threads: int, device: str, tile: int)
 
 def make_exposure_only(weights: str):
     """The model's exposure normalisation alone (no network), or None if it has none."""
-    from msrnet_napari import exposure_gain_for, load_checkpoint
+    from msrnet_napari import exposure_gain_for
     from msrnet_napari.exposure import apply_exposure_gain
+    from msrnet_napari.weights import resolve_weights
 
-    config = load_checkpoint(weights).config
+    config = resolve_weights(weights).config  # cached: the same load enhance() and the gain use
     if config.exposure_target <= 0:
         return None
 

@@ -57,9 +57,7 @@ class MSRNetConfig:
         if not (0.0 <= float(self.exposure_target) <= 1.0):
             raise ValueError(f"exposure_target must lie in [0, 1], got {self.exposure_target!r}")
         object.__setattr__(self, "exposure_target", float(self.exposure_target))
-        if self.exposure_space not in EXPOSURE_SPACES:
-            raise ValueError(f"exposure_space must be one of {EXPOSURE_SPACES}, "
-                             f"got {self.exposure_space!r}")
+        check_exposure_space(self.exposure_space)
         for name in ("depth", "width", "f1_width"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -120,6 +118,12 @@ class MSRNetConfig:
         macs += c * w * 9 + (k - 1) * w * w * 9 + k * w * c  # f2
         macs += c * c  # f3
         return 2 * macs
+
+
+def check_exposure_space(space: str) -> None:
+    """ValueError unless ``space`` is one of EXPOSURE_SPACES."""
+    if space not in EXPOSURE_SPACES:
+        raise ValueError(f"exposure_space must be one of {EXPOSURE_SPACES}, got {space!r}")
 
 
 def parameter_shapes(config: MSRNetConfig) -> dict[str, tuple[int, ...]]:

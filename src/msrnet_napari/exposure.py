@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from .config import check_exposure_space
+
 __all__ = ["srgb_to_linear", "linear_to_srgb", "exposure_statistic", "apply_exposure_gain"]
-
-SPACES = ("display", "linear")
-
 
 def _is_torch(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "torch"
@@ -62,7 +61,7 @@ def exposure_statistic(unit: np.ndarray, space: str) -> tuple[float, int]:
     Returned as a sum so that callers can accumulate it over bands, planes or
     dask blocks without holding the whole image in float.
     """
-    _check_space(space)
+    check_exposure_space(space)
     values = srgb_to_linear(unit) if space == "linear" else unit
     return float(np.sum(values, dtype=np.float64)), int(values.size)
 
@@ -72,15 +71,10 @@ def apply_exposure_gain(x, gain: float, space: str):
 
     numpy input is modified in place where possible and returned.
     """
-    _check_space(space)
+    check_exposure_space(space)
     if space == "display":
         if _is_torch(x):
             return x * gain
         x *= np.float32(gain)
         return x
     return linear_to_srgb(srgb_to_linear(x) * gain)
-
-
-def _check_space(space: str) -> None:
-    if space not in SPACES:
-        raise ValueError(f"exposure_space must be one of {SPACES}, got {space!r}")

@@ -15,17 +15,22 @@ __version__ = "0.1.0"
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .config import MSRNetConfig
-from .enhance import enhance, exposure_gain_for
+from .enhance import enhance, exposure_gain_for, scaling_for
+from .intensity import IntensityDecision
+from .models import available_models
 
 __all__ = [
     "Cancelled",
     "Checkpoint",
     "CheckpointError",
+    "IntensityDecision",
     "MSRNetConfig",
+    "available_models",
     "cuda_available",
     "enhance",
     "exposure_gain_for",
     "load_checkpoint",
+    "scaling_for",
     "__version__",
 ]
 

@@ -30,6 +30,12 @@ CHANNELS = 3  # the model works on RGB; gray data is replicated (see enhance)
 MAX_EXPOSURE_GAIN = 64.0  # display space: x * g
 MAX_LINEAR_EXPOSURE_GAIN = 4096.0  # linear light: about 32x in display values
 EXPOSURE_SPACES = ("display", "linear")
+#: intensity models a checkpoint can expect (see msrnet_napari.intensity):
+#: "photo" - sRGB-encoded photos, bit-depth scaling (+ exposure normalisation);
+#: "linear" - linear sensor data (microscopy, astronomy): dark level and robust
+#: scale per channel, no tone curve (msrnet_napari.linear_intensity).
+INTENSITY_MODELS = ("photo", "linear")
+ARCHITECTURE_KEYS = ("log_bases", "depth", "width", "f1_width")
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class MSRNetConfig:
     # linear-light mean). See msrnet_napari.exposure. Not part of the paper.
     exposure_target: float = 0.0
     exposure_space: str = "display"
+    intensity: str = "photo"  # one of INTENSITY_MODELS
 
     def __post_init__(self) -> None:
         bases = tuple(float(v) for v in self.log_bases)
@@ -58,6 +65,12 @@ class MSRNetConfig:
             raise ValueError(f"exposure_target must lie in [0, 1], got {self.exposure_target!r}")
         object.__setattr__(self, "exposure_target", float(self.exposure_target))
         check_exposure_space(self.exposure_space)
+        if self.intensity not in INTENSITY_MODELS:
+            raise ValueError(f"intensity must be one of {INTENSITY_MODELS}, got "
+                             f"{str(self.intensity)[:40]!r}")
+        if self.intensity == "linear" and self.exposure_target > 0:
+            raise ValueError("the linear intensity model has no exposure normalisation "
+                             "(exposure_target must be 0)")
         for name in ("depth", "width", "f1_width"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -79,7 +92,7 @@ class MSRNetConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MSRNetConfig":
-        known = {"log_bases", "depth", "width", "f1_width", "exposure_target", "exposure_space"}
+        known = {*ARCHITECTURE_KEYS, "exposure_target", "exposure_space", "intensity"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown MSR-net config keys: {sorted(unknown)}")
@@ -106,10 +119,9 @@ class MSRNetConfig:
         return MAX_LINEAR_EXPOSURE_GAIN if self.exposure_space == "linear" else MAX_EXPOSURE_GAIN
 
     def engine_dict(self) -> dict[str, Any]:
-        """The architecture only: what the compiled engine needs (no exposure keys)."""
+        """The architecture only: what the compiled engine needs (no intensity keys)."""
         d = self.to_dict()
-        del d["exposure_target"], d["exposure_space"]
-        return d
+        return {k: d[k] for k in ARCHITECTURE_KEYS}
 
     def flops_per_pixel(self) -> int:
         """Multiply-adds x2 of one forward pass, per output pixel."""

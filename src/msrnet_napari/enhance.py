@@ -1,10 +1,12 @@
 """``enhance()``: the public, scriptable entry point.
 
-Data path: validate -> layout (planes of H x W (x C)) -> normalise to [0, 1]
--> exposure gain (models with exposure normalisation) -> engine (C++/CUDA,
-tiled) -> denormalise -> original shape and dtype.
+Data path, top to bottom: validate -> which model (:mod:`msrnet_napari.models`)
+-> the intensity decision for the whole array (:func:`msrnet_napari.intensity.scaling_for`:
+photo or linear model, decided once) -> per plane and band of rows: network input
+-> engine (C++/CUDA, tiled) -> back to the data's units -> original shape and dtype.
 Dask arrays take the same path lazily, block by block (``map_overlap`` with a
-halo of the network's receptive radius, so the result equals the eager one).
+halo of the network's receptive radius and the whole array's decision, so the
+result equals the eager one).
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .checkpoint import Checkpoint
-from .exposure import apply_exposure_gain, exposure_statistic
+from .intensity import IntensityDecision, PlaneIO, check_finite_output, decide, is_dask
 from .layout import Layout, resolve_layout
-from .normalize import Scaling, check_dtype, choose_scaling, from_unit, to_unit
-from .weights import resolve_weights
+from .models import resolve_model
+from .normalize import check_dtype
 
 ProgressFn = Callable[[int, int], Any]
+
+MAX_THREADS = 1024
+MAX_TILE = 1 << 16
 
 _ENGINES: dict[tuple[str, str], Any] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -30,18 +35,23 @@ _ENGINES_LOCK = threading.Lock()
 def enhance(
     array: Any,
     *,
+    model: Optional[str] = None,
     weights: Any = None,
     channel_axis: Optional[int] = None,
     rgb: Optional[bool] = None,
     bit_depth: Optional[int] = None,
     intensity_range: Optional[tuple[float, float]] = None,
+    offset: Any = None,
+    gain: Optional[float] = None,
     dtype: Any = None,
     exposure_gain: Optional[float] = None,
+    scaling: Optional[IntensityDecision] = None,
     tile: Optional[int] = None,
     threads: int = 0,
     device: str = "auto",
     progress: Optional[ProgressFn] = None,
     cancel: Any = None,
+    return_decision: bool = False,
 ):
     """Enhance a low-light image with MSR-net.
 
@@ -51,107 +61,145 @@ def enhance(
         uint8/uint16/other integer or float data. 2-D gray (Y, X); RGB/RGBA
         (Y, X, 3|4); or an nD stack of either (Z, T, ... leading axes), which
         is enhanced plane by plane. A dask array gives a lazy dask array.
+    model : "photo", "microscopy" or None
+        A bundled model (:func:`msrnet_napari.available_models`). None picks by
+        the data (:func:`msrnet_napari.models.default_model_for`): uint8/float
+        RGB(A) -> "photo", everything else (gray, multichannel, wide-integer
+        RGB-shaped data) -> "microscopy".
     weights : None, path or Checkpoint
-        None uses the bundled default model; a path loads a PyTorch checkpoint
-        with the safe loader (no code in it is ever executed).
+        A PyTorch checkpoint instead of a bundled model, read with the safe
+        loader (no code in it is ever executed); its config says which
+        intensity model it expects.
     channel_axis : int, optional
-        Axis of a non-RGB multichannel image; each channel is enhanced as gray.
+        Axis of a non-RGB multichannel image; each channel is enhanced as gray
+        (and, with the linear model, gets its own dark level and scale).
     rgb : bool, optional
         Whether the last axis holds RGB(A) channels. Default: auto, i.e. True
         for ndim >= 3 with a last axis of 3 or 4.
-    bit_depth, intensity_range :
-        How values map to [0, 1]; see :mod:`msrnet_napari.normalize`.
-        Integers: by detected bit depth (8, 10, 12, 14, 16, ...), so 12-bit
-        data in uint16 uses 4095 as white. Floats: as given, must be in [0, 1].
+    bit_depth, intensity_range, exposure_gain :
+        Photo intensity model (see :mod:`msrnet_napari.normalize`): integers
+        divided by the full scale of the bit depth (detected: 8, 10, 12, ...),
+        floats as given in [0, 1] or ``intensity_range=(low, high)``; the
+        model's exposure gain from the mean of the WHOLE array, or as given.
+        ``intensity_range`` also serves the linear model: (dark level, dark + scale).
+    offset, gain :
+        Linear intensity model (microscopy): ``offset`` is the dark level
+        (camera offset / background), "auto"/None = estimated robustly per
+        channel, or a number (or one per channel); ``gain`` (default 1) scales
+        the signal above the dark level, e.g. 10 for a 10x longer exposure.
+        The result is in the input's units, clipped only to the dtype's range.
+    scaling : IntensityDecision, optional
+        A decision from :func:`msrnet_napari.scaling_for` (or an earlier call's
+        ``return_decision``), e.g. the whole stack's, to enhance one plane alike.
     dtype : dtype, optional
-        Output dtype. Default: the input dtype (same value scale). A float
-        dtype for integer input returns values in [0, 1].
-    exposure_gain : float, optional
-        Only for models with exposure normalisation (``config.exposure_target``
-        > 0, as the bundled default): the gain applied to the normalised input,
-        in the model's ``config.exposure_space`` ("linear": in linear light, as
-        a longer exposure; "display": on the values). Default:
-        ``config.exposure_gain(mean)`` with the mean of the WHOLE array (all
-        planes), so every plane of a stack gets the same mapping. Pass a number
-        to reuse one gain across calls (e.g. plane by plane).
+        Output dtype. Default: the input dtype (same value scale). Photo model:
+        a float dtype for integer input returns values in [0, 1].
     tile, threads, device :
         Engine settings: tile edge in pixels (memory is bounded by the tile,
         not the image; None = the device's default, 256 on the CPU and 2048 on
-        CUDA; 0 = whole plane), CPU threads (0 = all cores), and
+        CUDA; 0 = whole plane), CPU threads (0 = all cores, at most 1024), and
         "auto" / "cpu" / "cuda" (auto = CUDA when available).
     progress : callable(done, total), optional
         Called after every tile of the whole job.
     cancel : object with ``is_set()``, optional
         E.g. a ``threading.Event``; when set, work stops and
         :class:`msrnet_napari.Cancelled` is raised.
-
-    Gray data runs through the RGB model by replicating the plane into R, G, B
-    and averaging the three outputs. Alpha is passed through unchanged.
+    return_decision : bool
+        Return ``(result, decision)``: the :class:`IntensityDecision` used
+        (which model, offsets, scales, gains; ``decision.describe()``).
 
     Returns
     -------
     ndarray (or dask array) of the same shape, with dtype ``dtype`` or the input's.
     """
-    checkpoint = resolve_weights(weights)
-    if _is_dask(array):
-        return _enhance_dask(
-            array, checkpoint=checkpoint, channel_axis=channel_axis, rgb=rgb,
-            bit_depth=bit_depth, intensity_range=intensity_range, dtype=dtype,
-            exposure_gain=exposure_gain, tile=tile, threads=threads, device=device,
-        )
-    data = _as_checked_array(array)
-    layout = resolve_layout(data.shape, rgb=rgb, channel_axis=channel_axis)
-    scaling = _scaling_for(data, bit_depth=bit_depth, intensity_range=intensity_range)
-    out_dtype = np.dtype(dtype) if dtype is not None else data.dtype
-    check_dtype(out_dtype)
-    # a float output dtype for integer input returns [0, 1] values
-    same_scale = out_dtype.kind == data.dtype.kind or out_dtype.kind in "ui"
-    out_scaling = scaling if same_scale else Scaling(0.0, 1.0, "unit")
-    if exposure_gain is None:
-        exposure_gain = _auto_gain(checkpoint, data, layout, scaling)
-    engine = _engine_for(checkpoint, device)
-    return _enhance_planes(data, layout, scaling, out_scaling, out_dtype, engine,
-                           gain=_checked_gain(exposure_gain), tile=tile, threads=threads,
-                           progress=progress, cancel=cancel)
+    tile, threads = _checked_engine_args(tile, threads)
+    lazy = is_dask(array)
+    data = array if lazy else _as_checked_array(array)
+    options = dict(rgb=rgb, channel_axis=channel_axis, bit_depth=bit_depth,
+                   intensity_range=intensity_range, exposure_gain=exposure_gain, offset=offset,
+                   gain=gain, dtype=dtype)
+    if scaling is None:
+        checkpoint, scaling = _decide(data, model, weights, options)
+    else:
+        checkpoint = _checkpoint_for(scaling, model, weights, data.dtype, options)
+    if lazy:
+        result = _enhance_dask(data, checkpoint, scaling, tile=tile, threads=threads,
+                               device=device)
+    else:
+        engine = _engine_for(checkpoint, device)
+        result = _enhance_planes(data, scaling, engine, tile=tile, threads=threads,
+                                 progress=progress, cancel=cancel)
+    return (result, scaling) if return_decision else result
 
 
-def _auto_gain(checkpoint: Checkpoint, data: np.ndarray, layout: Layout, scaling: Scaling) -> float:
-    """The model's exposure gain for the whole array (1.0 without exposure normalisation)."""
-    if checkpoint.config.exposure_target <= 0:
-        return 1.0  # no pass over the data
-    space = checkpoint.config.exposure_space
-    return checkpoint.config.exposure_gain(_exposure_mean(data, layout, scaling, space))
-
-
-def _exposure_mean(data: np.ndarray, layout: Layout, scaling: Scaling, space: str) -> float:
-    """Mean normalised intensity of the whole array (colour channels only), in
-    ``space`` (linear light or display values, see :mod:`msrnet_napari.exposure`).
-
-    Computed in blocks of rows, so no float copy of the whole image is made.
+def scaling_for(
+    array: Any,
+    *,
+    model: Optional[str] = None,
+    weights: Any = None,
+    rgb: Optional[bool] = None,
+    channel_axis: Optional[int] = None,
+    bit_depth: Optional[int] = None,
+    intensity_range: Optional[tuple[float, float]] = None,
+    exposure_gain: Optional[float] = None,
+    offset: Any = None,
+    gain: Optional[float] = None,
+    dtype: Any = None,
+) -> IntensityDecision:
+    """The intensity decision :func:`enhance` takes for the whole ``array`` (numpy or
+    dask): which model, and its scaling (photo: bit depth / range and exposure gain;
+    linear: dark level and scale per channel, gain). Show it with ``.describe()``;
+    pass it back as ``enhance(part, scaling=decision)`` to enhance parts alike.
     """
-    planes = layout.to_planes(data)
-    rows = max(1, BAND_PIXELS // max(1, layout.plane_shape[1]))
-    total, count = 0.0, 0
-    for plane in planes:
-        for r in range(0, plane.shape[0], rows):
-            block = plane[r:r + rows]
-            unit = to_unit(block[..., :3] if layout.rgb else block, scaling)
-            block_sum, block_count = exposure_statistic(unit, space)
-            total += block_sum
-            count += block_count
-    return total / count
+    data = array if is_dask(array) else _as_checked_array(array)
+    options = dict(rgb=rgb, channel_axis=channel_axis, bit_depth=bit_depth,
+                   intensity_range=intensity_range, exposure_gain=exposure_gain, offset=offset,
+                   gain=gain, dtype=dtype)
+    return _decide(data, model, weights, options)[1]
 
 
-def _checked_gain(gain: Any) -> float:
-    gain = float(gain)
-    if not (np.isfinite(gain) and gain > 0):
-        raise ValueError(f"exposure_gain must be a positive number, got {gain!r}")
-    return gain
+def _decide(data, model, weights, options) -> tuple[Checkpoint, IntensityDecision]:
+    layout = resolve_layout(tuple(data.shape), rgb=options["rgb"],
+                            channel_axis=options["channel_axis"])
+    label, checkpoint = resolve_model(model, weights, dtype=data.dtype, rgb=layout.rgb)
+    return checkpoint, decide(data, checkpoint, model=label, **options)
+
+
+def _checkpoint_for(decision, model, weights, dtype, options) -> Checkpoint:
+    """The checkpoint for an enhance() call that brings its own decision."""
+    if not isinstance(decision, IntensityDecision):
+        raise TypeError("scaling must be an IntensityDecision from scaling_for()")
+    given = sorted(k for k, v in options.items() if v is not None)
+    if given:
+        raise ValueError(f"scaling= already holds the intensity decision; do not also pass "
+                         f"{', '.join(given)}")
+    if model is None and weights is None:
+        if decision.model == "checkpoint":
+            raise ValueError("this decision was made for a checkpoint: pass the same weights=")
+        model = decision.model
+    _, checkpoint = resolve_model(model, weights, dtype=dtype, rgb=decision.rgb)
+    if checkpoint.config.intensity != decision.intensity:
+        raise ValueError(f"scaling was decided for the {decision.intensity} intensity model, "
+                         f"but these weights expect {checkpoint.config.intensity}")
+    return checkpoint
+
+
+def _checked_engine_args(tile, threads) -> tuple[Optional[int], int]:
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) \
+            or not 0 <= threads <= MAX_THREADS:
+        raise ValueError(f"threads must be an integer in 0..{MAX_THREADS} (0 = all cores), "
+                         f"got {str(threads)[:40]}")
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, (int, np.integer))
+                             or not 0 <= tile <= MAX_TILE):
+        raise ValueError(f"tile must be a number of pixels in 1..{MAX_TILE} or 0 (whole plane), "
+                         f"got {str(tile)[:40]}")
+    return (None if tile is None else int(tile)), int(threads)
 
 
 def exposure_gain_for(
     array: Any,
     *,
+    model: Optional[str] = None,
     weights: Any = None,
     rgb: Optional[bool] = None,
     channel_axis: Optional[int] = None,
@@ -159,14 +207,17 @@ def exposure_gain_for(
     intensity_range: Optional[tuple[float, float]] = None,
 ) -> float:
     """The exposure gain :func:`enhance` would apply to ``array`` (1.0 for models
-    without exposure normalisation). Use it to enhance part of a stack (one
-    plane) with the gain of the whole stack: ``enhance(plane, exposure_gain=g)``.
+    without exposure normalisation and for linear models). Prefer
+    :func:`msrnet_napari.scaling_for`, whose decision covers every intensity model.
     """
-    checkpoint = resolve_weights(weights)
-    data = _as_checked_array(array)
-    layout = resolve_layout(data.shape, rgb=rgb, channel_axis=channel_axis)
-    scaling = _scaling_for(data, bit_depth=bit_depth, intensity_range=intensity_range)
-    return _auto_gain(checkpoint, data, layout, scaling)
+    data = array if is_dask(array) else _as_checked_array(array)
+    layout = resolve_layout(tuple(data.shape), rgb=rgb, channel_axis=channel_axis)
+    label, checkpoint = resolve_model(model, weights, dtype=data.dtype, rgb=layout.rgb)
+    if checkpoint.config.intensity != "photo":
+        return 1.0
+    decision = decide(data, checkpoint, model=label, rgb=rgb, channel_axis=channel_axis,
+                      bit_depth=bit_depth, intensity_range=intensity_range)
+    return decision.photo.exposure_gain
 
 
 def _as_checked_array(array: Any) -> np.ndarray:
@@ -175,15 +226,6 @@ def _as_checked_array(array: Any) -> np.ndarray:
     if data.size and data.dtype.kind == "f" and not np.isfinite(data).all():
         raise ValueError("image contains NaN or infinite values; replace them before enhancing")
     return data
-
-
-def _scaling_for(data: np.ndarray, *, bit_depth, intensity_range) -> Scaling:
-    needs_extremes = intensity_range is None and (data.dtype.kind == "f" or bit_depth is None)
-    lo = hi = None
-    if needs_extremes and data.size:
-        lo, hi = float(data.min()), float(data.max())
-    return choose_scaling(data.dtype, minimum=lo, maximum=hi, bit_depth=bit_depth,
-                          intensity_range=intensity_range)
 
 
 BAND_TILES = 8  # at most this many rows of tiles go to the engine at once (see _bands)
@@ -214,43 +256,37 @@ def _bands(height: int, width: int, tile: int, halo: int) -> list[tuple[int, int
     return bands
 
 
-def _enhance_planes(data, layout: Layout, scaling, out_scaling, out_dtype, engine, *,
-                    gain, tile, threads, progress, cancel) -> np.ndarray:
+def _enhance_planes(data: np.ndarray, decision: IntensityDecision, engine, *,
+                    tile, threads, progress, cancel) -> np.ndarray:
+    from .engine import Cancelled
+
+    work = np.moveaxis(data, -1, 0) if (decision.intensity == "linear" and decision.rgb) else data
+    layout = decision.layout_for(tuple(data.shape))
+    io = PlaneIO(decision, layout)
     height, width = layout.plane_shape[:2]
     if tile is None:
         tile = engine.default_tile
     elif tile == 0:  # one tile per plane
         tile = max(height, width)
-    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 0:
-        raise ValueError(f"tile must be a positive number of pixels or 0 (whole plane), got {tile!r}")
-    tile = int(tile)
-    planes = layout.to_planes(data)
-    out = np.empty((layout.n_planes, *layout.plane_shape), dtype=out_dtype)
+    planes = layout.to_planes(work)
+    out = np.empty((layout.n_planes, *layout.plane_shape), dtype=decision.out_dtype)
     bands = _bands(height, width, tile, engine.receptive_radius)
     tiles_x = -(-width // tile)
     band_tiles = [-(-(in1 - in0) // tile) * tiles_x for in0, in1, _, _ in bands]
     report = _JobProgress(layout.n_planes * sum(band_tiles), progress, cancel)
-    from .engine import Cancelled
-
     for i in range(layout.n_planes):
         plane = planes[i]
         for (in0, in1, out0, out1), n_tiles in zip(bands, band_tiles):
             if cancel is not None and cancel.is_set():
                 raise Cancelled("enhancement cancelled")
-            rgb_in = _to_network_input(plane[in0:in1], layout.rgb, scaling)
-            if gain != 1.0:
-                rgb_in = apply_exposure_gain(rgb_in, gain, engine.config.exposure_space)
-            result = engine.run(rgb_in, tile=tile, threads=threads, progress=report.callback())
+            result = engine.run(io.to_network(i, plane[in0:in1]), tile=tile, threads=threads,
+                                progress=report.callback())
             report.finish(n_tiles)
             result = result[out0 - in0:out1 - in0]
-            if layout.rgb:
-                out[i, out0:out1, :, :3] = from_unit(result, out_scaling, out_dtype)
-                if plane.shape[-1] == 4:  # alpha: unchanged, only re-typed
-                    alpha = to_unit(plane[out0:out1, :, 3], scaling)
-                    out[i, out0:out1, :, 3] = from_unit(alpha, out_scaling, out_dtype)
-            else:
-                out[i, out0:out1] = from_unit(result.mean(axis=-1), out_scaling, out_dtype)
-    return layout.from_planes(out)
+            check_finite_output(result)
+            io.write(i, result, plane[out0:out1], out[i, out0:out1])
+    result = layout.from_planes(out)
+    return np.moveaxis(result, 0, -1) if work is not data else result
 
 
 class _JobProgress:
@@ -272,13 +308,6 @@ class _JobProgress:
 
     def finish(self, n_tiles: int) -> None:
         self.base += n_tiles
-
-
-def _to_network_input(plane: np.ndarray, rgb: bool, scaling: Scaling) -> np.ndarray:
-    unit = to_unit(plane[..., :3] if rgb else plane, scaling)
-    if not rgb:
-        unit = np.repeat(unit[..., None], 3, axis=-1)
-    return np.ascontiguousarray(unit, dtype=np.float32)
 
 
 def _fingerprint(checkpoint: Checkpoint) -> str:
@@ -305,63 +334,25 @@ def _engine_for(checkpoint: Checkpoint, device: str):
 
 # --------------------------------------------------------------------------- dask
 
-def _is_dask(array: Any) -> bool:
-    return type(array).__module__.startswith("dask.") and hasattr(array, "map_overlap")
-
-
-def _enhance_dask(array, *, checkpoint, channel_axis, rgb, bit_depth, intensity_range,
-                  dtype, exposure_gain, tile, threads, device):
-    """Lazy enhancement: each block is enhanced with a halo of the receptive radius.
-
-    Integer data wider than 8 bits needs its bit depth: pass ``bit_depth`` or
-    ``intensity_range``, otherwise the maximum is computed here (one pass over
-    the data). Float data is checked block by block when computed.
-    """
-    check_dtype(array.dtype)
-    layout = resolve_layout(array.shape, rgb=rgb, channel_axis=channel_axis)
-    wide_int = array.dtype.kind in "ui" and array.dtype.itemsize > 1
-    if intensity_range is None and bit_depth is None and wide_int:
-        import dask
-
-        lo, hi = dask.compute(array.min(), array.max())
-        scaling = choose_scaling(array.dtype, maximum=float(hi), minimum=float(lo))
-        intensity_range = (scaling.low, scaling.high)
-    out_dtype = np.dtype(dtype) if dtype is not None else array.dtype
-    if exposure_gain is None and checkpoint.config.exposure_target > 0:
-        exposure_gain = _dask_gain(array, layout, checkpoint, bit_depth, intensity_range)
+def _enhance_dask(array, checkpoint: Checkpoint, decision: IntensityDecision, *, tile, threads,
+                  device):
+    """Lazy enhancement: each block is enhanced with a halo of the receptive radius,
+    under the whole array's decision (so the result equals the eager one)."""
     radius = checkpoint.config.receptive_radius
+    layout = resolve_layout(tuple(array.shape), rgb=decision.rgb, channel_axis=decision.channel_axis)
     y, x = layout.spatial_axes
     depth = {ax: 0 for ax in range(array.ndim)}
     depth[y] = depth[x] = radius
     if layout.rgb:  # whole RGB(A) pixels in every block
         array = array.rechunk({array.ndim - 1: -1})
+    if decision.linear is not None and layout.channel_axis is not None:  # all channels per block
+        array = array.rechunk({layout.channel_axis: -1})
+    out_dtype = decision.out_dtype
 
     def block(b: np.ndarray) -> np.ndarray:
-        return enhance(b, weights=checkpoint, channel_axis=layout.channel_axis, rgb=layout.rgb,
-                       bit_depth=bit_depth, intensity_range=intensity_range, dtype=out_dtype,
-                       exposure_gain=exposure_gain, tile=tile, threads=threads, device=device)
+        return enhance(b, weights=checkpoint, scaling=decision, tile=tile, threads=threads,
+                       device=device)
 
     # dask rechunks blocks smaller than the halo itself (allow_rechunk)
     return array.map_overlap(block, depth=depth, boundary="none", dtype=out_dtype,
                              meta=np.empty((0,) * array.ndim, dtype=out_dtype))
-
-
-def _dask_gain(array, layout: Layout, checkpoint: Checkpoint, bit_depth, intensity_range) -> float:
-    """Exposure gain from the whole lazy array (one pass), matching the eager rule."""
-    if layout.rgb:
-        array = array[..., :3]
-    if array.dtype.kind == "f" and intensity_range is None:
-        scaling = choose_scaling(array.dtype, maximum=1.0, minimum=0.0)  # checked per block
-    else:
-        scaling = choose_scaling(array.dtype, bit_depth=bit_depth, intensity_range=intensity_range,
-                                 maximum=None if bit_depth or intensity_range else 2**8 - 1)
-    space = checkpoint.config.exposure_space
-
-    def stat(block: np.ndarray) -> np.ndarray:  # (sum, count) per block, summed below
-        return np.array(exposure_statistic(to_unit(block, scaling), space),
-                        dtype=np.float64).reshape((1,) * block.ndim + (2,))
-
-    parts = array.map_blocks(stat, dtype=np.float64, new_axis=array.ndim,
-                             chunks=(1,) * array.ndim + (2,)).compute()
-    total, count = parts.reshape(-1, 2).sum(axis=0)
-    return checkpoint.config.exposure_gain(total / count)

@@ -112,7 +112,7 @@ def init_weights(model: MSRNet, seed: int | None = None, gain: float = 1.0) -> M
     return model
 
 
-def identity_start(model: MSRNet) -> MSRNet:
+def identity_start(model: MSRNet, fit_max: float = 1.0) -> MSRNet:
     """Make the network (almost) the identity on its exposure-normalised input.
 
     f1's 1x1 fusion takes, per colour, the least-squares combination of the
@@ -126,7 +126,7 @@ def identity_start(model: MSRNet) -> MSRNet:
     import numpy as np
 
     cfg = model.config
-    x = np.linspace(0.0, 1.0, 2001)
+    x = np.linspace(0.0, fit_max, 2001)  # fit_max > 1: linear data above the reference
     v = np.asarray(cfg.log_bases)
     scales = np.log1p(v[None] * x[:, None]) / np.log1p(v)[None]
     coef = np.linalg.lstsq(scales, x, rcond=None)[0]

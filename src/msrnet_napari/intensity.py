@@ -1,0 +1,317 @@
+"""The intensity decision: how ONE whole array maps to network values and back.
+
+This is the single place where scaling is decided (:func:`decide`, public as
+:func:`msrnet_napari.scaling_for`); ``enhance()``,
+the widget and the command line ask it and never recompute any part of it. The
+decision is taken once per array - every plane of a stack, every dask block - and
+recorded in an :class:`IntensityDecision`, which ``enhance(..., scaling=decision)``
+reuses and ``describe()`` shows to users.
+
+Two intensity models, chosen by the checkpoint's ``config.intensity``:
+
+* ``"photo"`` (serves **photos**, sRGB-encoded): integers divided by the full scale
+  of their bit depth (detected from the maximum, or ``bit_depth=``), floats in
+  [0, 1] or ``intensity_range=``; then the model's exposure gain (from the mean of
+  the whole array, in linear light or on the values) - :mod:`msrnet_napari.normalize`
+  and :mod:`msrnet_napari.exposure`. Output clipped to [0, 1] and scaled back.
+* ``"linear"`` (serves **scientific data**: microscopy, astronomy): per channel a
+  dark level and a robust scale, no tone curve, the result in the input's units;
+  ``gain=`` scales the signal above the dark level - :mod:`msrnet_napari.linear_intensity`.
+
+Statistics are computed the same way for numpy and dask arrays (the same blocks'
+sums, the same strided subsample), so a lazy result equals the eager one.
+No torch, no napari.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .checkpoint import Checkpoint
+from .exposure import apply_exposure_gain, exposure_statistic
+from .layout import Layout, resolve_layout
+from .linear_intensity import ChannelMapping, LinearMapping, cast_to, decide_channel, strided_sample
+from .normalize import Scaling, check_dtype, choose_scaling, from_unit, to_unit
+
+__all__ = ["IntensityDecision", "PhotoMapping", "decide", "is_dask", "BAND_PIXELS"]
+
+BAND_PIXELS = 2 << 20  # pixels per block of a statistics pass (24 MiB as float32 RGB)
+
+
+def is_dask(array: Any) -> bool:
+    """True for dask arrays (the one check used by enhance, the widget and the CLI)."""
+    return type(array).__module__.startswith("dask.") and hasattr(array, "map_overlap")
+
+
+@dataclass(frozen=True)
+class PhotoMapping:
+    """The photo intensity model's decision: scaling to [0, 1] and the exposure gain."""
+
+    scaling: Scaling
+    out_scaling: Scaling
+    exposure_gain: float
+    exposure_space: str
+
+    def describe(self) -> str:
+        return (f"{self.scaling.description} [{self.scaling.low:g}, {self.scaling.high:g}] "
+                f"-> [0, 1]; exposure gain {self.exposure_gain:.4g} ({self.exposure_space})")
+
+
+@dataclass(frozen=True)
+class IntensityDecision:
+    """What :func:`scaling_for` decided for one array (frozen; pass it to enhance
+    as ``scaling=`` to enhance parts of the array - planes, blocks - alike)."""
+
+    model: str  # "photo", "microscopy" or "checkpoint" (weights=)
+    intensity: str  # the checkpoint's intensity model: "photo" or "linear"
+    rgb: bool
+    channel_axis: Optional[int]
+    out_dtype: np.dtype
+    photo: Optional[PhotoMapping] = None
+    linear: Optional[LinearMapping] = None
+
+    def describe(self) -> str:
+        body = self.photo.describe() if self.photo is not None else self.linear.describe()
+        return f"model {self.model} ({self.intensity} intensities): {body}"
+
+    # -- used by enhance() ---------------------------------------------------------
+    def layout_for(self, shape: tuple[int, ...]) -> Layout:
+        """Planes of an array of ``shape`` (the whole array or one of its blocks)."""
+        if self.intensity == "linear" and self.rgb:  # colour axis = channels, moved first
+            shape = (shape[-1], *shape[:-1])
+            return resolve_layout(shape, rgb=False, channel_axis=0)
+        return resolve_layout(shape, rgb=self.rgb, channel_axis=self.channel_axis)
+
+
+def decide(
+    array: Any,
+    checkpoint: Checkpoint,
+    *,
+    model: str = "checkpoint",
+    rgb: Optional[bool] = None,
+    channel_axis: Optional[int] = None,
+    bit_depth: Optional[int] = None,
+    intensity_range: Optional[tuple[float, float]] = None,
+    exposure_gain: Optional[float] = None,
+    offset: Any = None,
+    gain: Optional[float] = None,
+    dtype: Any = None,
+) -> IntensityDecision:
+    """Decide the intensity mapping of the whole ``array`` (numpy or dask) for ``checkpoint``
+    (``model`` is only the label recorded in the decision).
+
+    Raises ValueError with the reason for anything that cannot be enhanced.
+    The parameters are those of :func:`msrnet_napari.enhance`.
+    """
+    check_dtype(array.dtype)
+    layout = resolve_layout(tuple(array.shape), rgb=rgb, channel_axis=channel_axis)
+    out_dtype = np.dtype(dtype) if dtype is not None else np.dtype(array.dtype)
+    check_dtype(out_dtype)
+    intensity = checkpoint.config.intensity
+    base = dict(model=model, intensity=intensity, rgb=layout.rgb,
+                channel_axis=layout.channel_axis, out_dtype=out_dtype)
+    if intensity == "linear":
+        for name, value in (("bit_depth", bit_depth), ("exposure_gain", exposure_gain)):
+            if value is not None:
+                raise ValueError(f"{name} applies to the photo intensity model; the {model} "
+                                 "model is linear (use offset= and gain=)")
+        decision = IntensityDecision(**base)
+        return replace(decision, linear=_linear_mapping(array, decision, offset=offset, gain=gain,
+                                                        intensity_range=intensity_range))
+    for name, value in (("offset", offset), ("gain", gain)):
+        if value is not None:
+            raise ValueError(f"{name} applies to the linear (microscopy) intensity model; the "
+                             f"{model} model is for photos (use intensity_range= / exposure_gain=)")
+    return IntensityDecision(**base, photo=_photo_mapping(
+        array, layout, checkpoint, out_dtype, bit_depth=bit_depth,
+        intensity_range=intensity_range, exposure_gain=exposure_gain))
+
+
+# --------------------------------------------------------------------------- photo
+
+def _photo_mapping(array, layout: Layout, checkpoint: Checkpoint, out_dtype: np.dtype, *,
+                   bit_depth, intensity_range, exposure_gain) -> PhotoMapping:
+    dtype = np.dtype(array.dtype)
+    needs_extremes = intensity_range is None and (dtype.kind == "f" or bit_depth is None)
+    lo = hi = None
+    if needs_extremes:
+        lo, hi = _extremes(array)
+    scaling = choose_scaling(dtype, minimum=lo, maximum=hi, bit_depth=bit_depth,
+                             intensity_range=intensity_range)
+    # a float output dtype for integer input returns [0, 1] values
+    same_scale = out_dtype.kind == dtype.kind or out_dtype.kind in "ui"
+    out_scaling = scaling if same_scale else Scaling(0.0, 1.0, "unit")
+    config = checkpoint.config
+    if exposure_gain is None:
+        if config.exposure_target <= 0:
+            exposure_gain = 1.0  # no pass over the data
+        else:
+            total, count = _exposure_sums(array, layout, scaling, config.exposure_space)
+            exposure_gain = config.exposure_gain(total / count)
+    exposure_gain = _positive("exposure_gain", exposure_gain)
+    return PhotoMapping(scaling, out_scaling, exposure_gain, config.exposure_space)
+
+
+def _extremes(array) -> tuple[float, float]:
+    """(min, max) of the whole array; NaN/inf are refused here, once."""
+    if is_dask(array):
+        import dask
+
+        lo, hi = (float(v) for v in dask.compute(array.min(), array.max()))
+    else:
+        lo, hi = float(np.min(array)), float(np.max(array))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError("image contains NaN or infinite values; replace them before enhancing")
+    return lo, hi
+
+
+def _exposure_sums(array, layout: Layout, scaling: Scaling, space: str) -> tuple[float, int]:
+    """(sum, count) of the exposure statistic over the colour channels of the whole
+    array: the same per-block statistic for numpy (bands of rows) and dask (blocks)."""
+    colour = array[..., :3] if layout.rgb else array
+
+    def stat(block: np.ndarray) -> tuple[float, int]:
+        return exposure_statistic(to_unit(block, scaling), space)
+
+    if is_dask(colour):
+        def block_stat(block: np.ndarray) -> np.ndarray:
+            return np.array(stat(block), np.float64).reshape((1,) * block.ndim + (2,))
+
+        parts = colour.map_blocks(block_stat, dtype=np.float64, new_axis=colour.ndim,
+                                  chunks=(1,) * colour.ndim + (2,)).compute()
+        total, count = parts.reshape(-1, 2).sum(axis=0)
+        return float(total), int(count)
+    planes = layout.to_planes(np.asarray(array))
+    rows = max(1, BAND_PIXELS // max(1, layout.plane_shape[1]))
+    total, count = 0.0, 0
+    for plane in planes:
+        for r in range(0, plane.shape[0], rows):
+            block = plane[r:r + rows]
+            s, n = stat(block[..., :3] if layout.rgb else block)
+            total, count = total + s, count + n
+    return total, count
+
+
+def _positive(name: str, value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {type(value).__name__}") from None
+    if not (np.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+    return v
+
+
+# --------------------------------------------------------------------------- linear
+
+def _linear_mapping(array, decision: IntensityDecision, *, offset, gain, intensity_range
+                    ) -> LinearMapping:
+    layout = decision.layout_for(tuple(array.shape))
+    work = np.moveaxis(array, -1, 0) if decision.rgb else array
+    if layout.channel_axis is None:
+        views = [work]
+    else:
+        views = [_take(work, layout.channel_axis, c) for c in range(layout.shape[layout.channel_axis])]
+    offsets = _per_channel("offset", offset, len(views))
+    integer = np.dtype(array.dtype).kind in "ui"
+    channels = []
+    for view, dark in zip(views, offsets):
+        if intensity_range is not None:
+            low, high = (float(v) for v in intensity_range)
+            if not (np.isfinite(low) and np.isfinite(high) and high > low):
+                raise ValueError(f"intensity_range must be finite with high > low, got "
+                                 f"({low:g}, {high:g})")
+            channels.append(ChannelMapping(dark=low, scale=high - low, dark_given=True))
+            continue
+        nd = view.ndim
+        sample = strided_sample(view, (nd - 2, nd - 1))
+        sample = np.asarray(sample.compute() if is_dask(sample) else sample)
+        if sample.dtype.kind == "f" and not np.isfinite(sample).all():
+            raise ValueError("image contains NaN or infinite values; replace them before enhancing")
+        channels.append(decide_channel(sample, integer=integer, dark=dark))
+    return LinearMapping(tuple(channels), gain=1.0 if gain is None else _positive("gain", gain))
+
+
+def _take(array, axis: int, index: int):
+    sl = [slice(None)] * array.ndim
+    sl[axis] = index
+    return array[tuple(sl)]
+
+
+def _per_channel(name: str, value: Any, n: int) -> list[Optional[float]]:
+    if value is None or (isinstance(value, str) and value == "auto"):
+        return [None] * n
+    if np.ndim(value) == 0:
+        values = [value] * n
+    else:
+        values = list(np.asarray(value, dtype=object).ravel())
+        if len(values) != n:
+            raise ValueError(f"{name} has {len(values)} values for {n} channels")
+    out = []
+    for v in values:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise ValueError(f"{name} must be a number (or 'auto'), got {type(v).__name__}")
+        if not np.isfinite(float(v)):
+            raise ValueError(f"{name} must be finite, got {float(v)!r}")
+        out.append(float(v))
+    return out
+
+
+# --------------------------------------------------------------------------- plane I/O
+
+class PlaneIO:
+    """Per plane: stored values -> network input (H x W x 3 float32) and network
+    output -> stored values, under one decision. Used by enhance()'s band loop."""
+
+    def __init__(self, decision: IntensityDecision, layout: Layout) -> None:
+        self.decision, self.layout = decision, layout
+        if decision.linear is not None:
+            n_ch = len(decision.linear.channels)
+            self.planes_per_channel = max(1, layout.n_planes // n_ch)
+
+    def to_network(self, i: int, block: np.ndarray) -> np.ndarray:
+        d = self.decision
+        if d.linear is not None:
+            unit = self._channel(i).to_network(block)
+            return np.ascontiguousarray(np.repeat(unit[..., None], 3, axis=-1))
+        p = d.photo
+        rgb = self.layout.rgb
+        unit = to_unit(block[..., :3] if rgb else block, p.scaling)
+        if not rgb:
+            unit = np.repeat(unit[..., None], 3, axis=-1)
+        unit = np.ascontiguousarray(unit, dtype=np.float32)
+        if p.exposure_gain != 1.0:
+            unit = apply_exposure_gain(unit, p.exposure_gain, p.exposure_space)
+        return unit
+
+    def write(self, i: int, result: np.ndarray, raw: np.ndarray, out: np.ndarray) -> None:
+        """Store the network output ``result`` (rows matching ``raw``) into ``out``."""
+        d = self.decision
+        if d.linear is not None:
+            out[...] = self._channel(i).restore(result.mean(axis=-1), raw, d.out_dtype,
+                                                d.linear.gain)
+            return
+        p = d.photo
+        if self.layout.rgb:
+            out[..., :3] = from_unit(result, p.out_scaling, d.out_dtype)
+            if raw.shape[-1] == 4:  # alpha: unchanged, only re-typed
+                out[..., 3] = from_unit(to_unit(raw[..., 3], p.scaling), p.out_scaling, d.out_dtype)
+        else:
+            out[...] = from_unit(result.mean(axis=-1), p.out_scaling, d.out_dtype)
+
+    def _channel(self, i: int) -> ChannelMapping:
+        return self.decision.linear.channels[min(i // self.planes_per_channel,
+                                                 len(self.decision.linear.channels) - 1)]
+
+
+def check_finite_output(result: np.ndarray) -> None:
+    if not np.isfinite(result).all():
+        raise FloatingPointError(
+            "the network produced NaN or infinite values: the weights are unusable "
+            "(e.g. a diverged training run)")
+
+
+__all__ += ["PlaneIO", "check_finite_output", "cast_to"]

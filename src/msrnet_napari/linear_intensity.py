@@ -1,0 +1,211 @@
+"""The linear intensity model: scientific (sensor-linear) data <-> network values.
+
+Serves **scientific imagery** (fluorescence microscopy, astronomy): the data are
+linear sensor counts, ``counts = dark level + signal + noise``. Nothing here
+applies a tone curve. One affine map per channel, decided once for the whole
+array (every plane of a stack, every dask block)::
+
+    network value  u = PEDESTAL + SPAN * (x - dark) / scale
+    restored value x = dark + gain * scale * (u - PEDESTAL) / SPAN
+
+* ``dark``: the dark level (camera offset, or sky / background level), by
+  default a robust estimate: the sigma-clipped median of a fixed subsample of
+  the channel (bright objects and hot pixels are clipped away), or given.
+* ``scale``: the robust signal scale, the 99.9th percentile of that subsample
+  minus the dark level (a few hot pixels cannot move it), never below three
+  times the background noise or one count of integer data.
+* ``PEDESTAL``/``SPAN`` place the dark level at 0.1 and the reference level at
+  0.5, so noise below the dark level is kept (not clipped: clipping would
+  bias the background upwards) and objects up to ~2x the reference stay in
+  the range the network was trained on; brighter ones are passed on unclipped.
+* ``gain`` (default 1: a *restored* image in the input's units) multiplies the
+  signal above the dark level, like a longer exposure would; results are
+  clipped only to the output dtype's range.
+
+The microscopy model is trained with exactly these functions
+(:func:`decide_channel` on the noisy image, see ``training/microscopy_data``),
+so the network sees at inference what it saw in training.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+__all__ = [
+    "PEDESTAL", "SPAN", "UPPER_CLIP", "REFERENCE_PERCENTILE", "SAMPLE_PIXELS",
+    "ChannelMapping", "LinearMapping", "decide_channel", "estimate_dark_level",
+    "strided_sample",
+]
+
+PEDESTAL = 0.1  # network value of the dark level
+SPAN = 0.4  # network value of the reference level, above the pedestal
+REFERENCE_PERCENTILE = 99.9
+SAMPLE_PIXELS = 1 << 20  # the statistics use at most about this many pixels per channel
+LOWER_CLIP = 0.0  # network input floor: f1's log(1 + v x) needs x > -1/max(v)
+#: network input ceiling (~10x the reference level). Brighter pixels (star cores,
+#: hot pixels) enter the network at this value and are passed through unchanged
+#: (only scaled by ``gain``), so they are never saturated nor smeared.
+UPPER_CLIP = 4.0
+
+
+@dataclass(frozen=True)
+class ChannelMapping:
+    """Affine map of one channel: stored units <-> network values."""
+
+    dark: float
+    scale: float
+    noise: float = float("nan")  # robust std of the background (for information)
+    dark_given: bool = False
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.dark) and math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"linear mapping needs a finite dark level and a positive scale, "
+                             f"got dark={self.dark:.6g}, scale={self.scale:.6g}")
+
+    def to_network(self, block: np.ndarray) -> np.ndarray:
+        """Stored values -> float32 network values (float64 arithmetic for wide data)."""
+        work = np.float64 if np.dtype(block.dtype).itemsize > 2 else np.float32
+        u = np.asarray(block, dtype=work) - work(self.dark)
+        u *= work(SPAN / self.scale)
+        u += work(PEDESTAL)
+        np.clip(u, LOWER_CLIP, UPPER_CLIP, out=u)
+        return u.astype(np.float32, copy=False)
+
+    def from_network(self, u: np.ndarray, dtype: np.dtype, gain: float = 1.0) -> np.ndarray:
+        """Network output -> values of ``dtype`` (rounded and clipped to its range for ints)."""
+        dtype = np.dtype(dtype)
+        out = np.asarray(u, dtype=np.float64) - PEDESTAL
+        out *= self.scale * gain / SPAN
+        out += self.dark
+        return cast_to(out, dtype)
+
+    def restore(self, u: np.ndarray, raw: np.ndarray, dtype: np.dtype, gain: float = 1.0
+                ) -> np.ndarray:
+        """:meth:`from_network`, with pixels above the network's range passed through:
+        for them the result is ``dark + gain * (raw - dark)``."""
+        out = np.asarray(u, dtype=np.float64) - PEDESTAL
+        out *= self.scale / SPAN
+        bright = np.asarray(raw, dtype=np.float64) - self.dark
+        over = bright > (UPPER_CLIP - PEDESTAL) * self.scale / SPAN
+        if over.any():
+            out[over] = bright[over]
+        out *= gain
+        out += self.dark
+        return cast_to(out, dtype)
+
+
+def cast_to(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """float64 ``values`` -> ``dtype``: integers rounded and clipped to the dtype's range
+    (in float64, so the white level never wraps), floats unchanged."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        np.rint(values, out=values)
+        # float64 cannot hold 2**63 - 1 exactly; nextafter keeps the clip inside the range
+        hi = float(info.max) if info.bits < 64 else np.nextafter(float(info.max), 0.0)
+        lo = float(info.min) if info.bits < 64 else np.nextafter(float(info.min), 0.0)
+        np.clip(values, lo, hi, out=values)
+    return values.astype(dtype, copy=False)
+
+
+@dataclass(frozen=True)
+class LinearMapping:
+    """The linear intensity decision for a whole array: one :class:`ChannelMapping`
+    per channel (gray data: one), and the exposure ratio ``gain``."""
+
+    channels: tuple[ChannelMapping, ...]
+    gain: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.gain) and self.gain > 0):
+            raise ValueError(f"gain must be a positive number, got {self.gain!r}")
+
+    def describe(self) -> str:
+        parts = []
+        for i, ch in enumerate(self.channels):
+            label = f"ch{i}: " if len(self.channels) > 1 else ""
+            how = "given" if ch.dark_given else "auto"
+            parts.append(f"{label}dark {ch.dark:.6g} ({how}), scale {ch.scale:.6g}")
+        return "; ".join(parts) + f"; gain {self.gain:g}"
+
+
+def strided_sample(array: Any, spatial_axes: Sequence[int], limit: int = SAMPLE_PIXELS):
+    """A fixed, shape-determined subsample of ``array`` (numpy or dask): every s-th
+    row and column, and every t-th plane, so that about ``limit`` pixels remain.
+
+    Depends only on the shape, so a numpy array and a dask array of the same data
+    give the same pixels (and therefore the same decision).
+    """
+    shape = tuple(array.shape)
+    total = int(np.prod(shape, dtype=np.int64))
+    if total <= limit:
+        return array
+    y, x = spatial_axes
+    plane = shape[y] * shape[x]
+    s = max(1, math.ceil(math.sqrt(plane / limit))) if plane > limit else 1
+    index: list[slice] = [slice(None)] * len(shape)
+    index[y] = slice(None, None, s)
+    index[x] = slice(None, None, s)
+    kept_plane = math.ceil(shape[y] / s) * math.ceil(shape[x] / s)
+    planes = total // plane
+    if planes * kept_plane > limit:
+        t = math.ceil(planes * kept_plane / limit)
+        lead = [ax for ax in range(len(shape)) if ax not in (y, x)]
+        # stride the leading axes from the outermost in, until few enough planes remain
+        for ax in lead:
+            if t <= 1:
+                break
+            step = min(t, shape[ax])
+            index[ax] = slice(None, None, step)
+            t = math.ceil(t / step)
+    return array[tuple(index)]
+
+
+def estimate_dark_level(values: np.ndarray, iterations: int = 10) -> tuple[float, float]:
+    """(dark level, background noise std) of a sample: sigma-clipped median.
+
+    Upper clip at 3 sigma (objects are bright), lower at 5 sigma (cold pixels);
+    sigma from the median absolute deviation. Converges to the background mode
+    for images with sparse or moderately dense bright objects.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        raise ValueError("no values to estimate a dark level from")
+    med = float(np.median(v))
+    sigma = 1.4826 * float(np.median(np.abs(v - med)))
+    for _ in range(iterations):
+        if sigma <= 0:
+            break
+        keep = v[(v < med + 3.0 * sigma) & (v > med - 5.0 * sigma)]
+        if keep.size < max(16, v.size // 100):
+            break
+        new = float(np.median(keep))
+        new_sigma = 1.4826 * float(np.median(np.abs(keep - new)))
+        if new == med and new_sigma == sigma:
+            break
+        med, sigma = new, new_sigma
+    return med, sigma
+
+
+def decide_channel(sample: np.ndarray, *, integer: bool, dark: Optional[float] = None
+                   ) -> ChannelMapping:
+    """The mapping of one channel from a sample of its values (see the module docstring)."""
+    v = np.asarray(sample, dtype=np.float64).ravel()
+    if v.size == 0:
+        raise ValueError("empty channel")
+    est_dark, noise = estimate_dark_level(v)
+    given = dark is not None
+    if given:
+        dark = float(dark)
+        if not math.isfinite(dark):
+            raise ValueError(f"offset must be a finite number, got {dark!r}")
+    else:
+        dark = est_dark
+    ref = float(np.percentile(v, REFERENCE_PERCENTILE)) - dark
+    unit = 1.0 if integer else max(abs(dark), float(np.max(np.abs(v))), 1e-30) * 1e-6
+    scale = max(ref, 3.0 * noise, unit)
+    return ChannelMapping(dark=dark, scale=scale, noise=noise, dark_given=given)

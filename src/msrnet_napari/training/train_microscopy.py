@@ -1,0 +1,214 @@
+"""Train the microscopy (linear intensity) MSR-net (console script ``msrnet-train-microscopy``).
+
+Serves **scientific imagery**: the network learns to restore linear sensor data
+(denoise, keep the dark level and the intensities) in the network space of
+:mod:`msrnet_napari.linear_intensity`. Pairs come from
+:mod:`msrnet_napari.training.microscopy_data`; whole W2S fields and DSB images
+are held out. Example::
+
+    msrnet-train-microscopy --data ../shared/data --photos ../shared/data/photos/bsds \\
+        --out runs/micro --time-limit 3600 --threads 2
+
+Writes ``OUT/last.pt`` (with optimizer state, ``--resume`` continues from it)
+and ``OUT/best.pt`` (best mean validation PSNR) after every validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="msrnet-train-microscopy", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="the shared data folder (microscopy/...)")
+    p.add_argument("--photos", help="folder of photos used as extra clean texture")
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=1_000_000)
+    p.add_argument("--time-limit", type=float, default=0.0, help="wall seconds (0 = none)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--crop", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--min-lr-frac", type=float, default=0.03)
+    p.add_argument("--weight-decay", type=float, default=1e-6)
+    p.add_argument("--p-real", type=float, default=0.3, help="share of real W2S pairs")
+    p.add_argument("--init", help="take f2's 3x3 convolutions from this checkpoint")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--val-every-s", type=float, default=600.0)
+    p.add_argument("--val-size", type=int, default=192)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=50)
+    return p
+
+
+def cosine_lr(args, progress: float) -> float:
+    lo = args.lr * args.min_lr_frac
+    return lo + 0.5 * (args.lr - lo) * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+
+
+@dataclass
+class Trainer:
+    """setup -> step ... validate / save; resumable."""
+
+    args: Any
+    model: Any = None
+    optimizer: Any = None
+    sampler: Any = None
+    val_set: Any = None
+    step_no: int = 0
+    best: float = -math.inf
+    seconds: float = 0.0
+
+    def setup(self) -> None:
+        import torch
+
+        from ..config import MSRNetConfig
+        from ..model import MSRNet, identity_start, init_weights
+        from ..train import make_optimizer
+        from . import microscopy_data as md
+
+        a = self.args
+        if a.threads > 0:
+            torch.set_num_threads(a.threads)
+        data = md.load(a.data, a.photos)
+        print(f"data: {len(data.train_clean)} clean + {len(data.train_real)} real train, "
+              f"{len(data.val_clean)} clean + {len(data.val_real)} real val", flush=True)
+        self.sampler = md.BatchSampler(data, a.crop, seed=a.seed, p_real=a.p_real)
+        self.val_set = md.validation_set(data, a.val_size)
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        payload = None
+        if a.resume:
+            payload = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+            config = MSRNetConfig.from_dict(payload["config"])
+        else:
+            config = MSRNetConfig(intensity="linear")
+        torch.manual_seed(a.seed)
+        self.model = init_weights(MSRNet(config), seed=a.seed)
+        if payload is not None:
+            self.model.load_state_dict(payload["state_dict"])
+        else:
+            if a.init:
+                from ..checkpoint import load_checkpoint
+
+                w = load_checkpoint(a.init).weights
+                with torch.no_grad():
+                    for name, t in self.model.state_dict().items():
+                        if name.startswith("f2.convs.") and name in w and tuple(w[name].shape) == tuple(t.shape):
+                            t.copy_(torch.from_numpy(w[name].copy()))
+            identity_start(self.model, fit_max=2.5)
+        self.optimizer = make_optimizer(self.model, a.lr, a.weight_decay)
+        if payload is not None:
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.step_no = int(payload["step"])
+            self.best = float(payload.get("best_val_psnr", -math.inf))
+            self.seconds = float(payload.get("train_seconds", 0.0))
+            self.sampler.rng = np.random.default_rng(a.seed + 7919 * self.step_no)
+            print(f"resumed at step {self.step_no}", flush=True)
+
+    def step(self, lr: float) -> float:
+        import torch
+        import torch.nn.functional as F
+
+        x, y = self.sampler.sample(self.args.batch)
+        xt = torch.from_numpy(np.repeat(x[:, None], 3, axis=1))
+        yt = torch.from_numpy(np.repeat(y[:, None], 3, axis=1))
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = F.mse_loss(self.model(xt), yt)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.step_no += 1
+        return float(loss.detach())
+
+    def validate(self) -> dict[str, Any]:
+        """Mean PSNR in network units (peak 1) per group (photon level / real W2S)."""
+        import torch
+
+        groups: dict[str, list[float]] = {}
+        self.model.eval()
+        with torch.no_grad():
+            for label, x, y in self.val_set:
+                xt = torch.from_numpy(np.repeat(x[None, None], 3, axis=1))
+                out = self.model(xt)[0].mean(0).numpy()
+                mse = float(np.mean((out - y) ** 2))
+                groups.setdefault(label, []).append(10 * math.log10(1.0 / max(mse, 1e-12)))
+        self.model.train()
+        levels = {k: float(np.mean(v)) for k, v in groups.items()}
+        return {"psnr": float(np.mean(list(levels.values()))), "levels": levels}
+
+    def save(self, name: str, val: dict[str, Any], with_optimizer: bool) -> None:
+        from ..model import save_checkpoint
+
+        extra = {"step": self.step_no, "val_psnr": val["psnr"], "val_levels": val["levels"],
+                 "best_val_psnr": max(self.best, val["psnr"]), "train_seconds": self.seconds,
+                 "train_config": {k: v for k, v in vars(self.args).items()
+                                  if isinstance(v, (int, float, str, bool, type(None)))}}
+        if with_optimizer:
+            extra["optimizer"] = self.optimizer.state_dict()
+        save_checkpoint(self.model, Path(self.args.out) / f"{name}.pt", **extra)
+
+    def checkpoint(self) -> None:
+        t = time.monotonic()
+        val = self.validate()
+        levels = " ".join(f"{k}:{v:.2f}" for k, v in val["levels"].items())
+        improved = val["psnr"] > self.best
+        print(f"val step {self.step_no}: PSNR {val['psnr']:.3f} [{levels}] "
+              f"({time.monotonic() - t:.0f}s){' *best*' if improved else ''}", flush=True)
+        if improved:
+            self.best = val["psnr"]
+            self.save("best", val, with_optimizer=False)
+        self.save("last", val, with_optimizer=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    trainer = Trainer(args)
+    trainer.setup()
+    stop = {"flag": False}
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        stop["flag"] = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    t0 = time.monotonic()
+    seconds0 = trainer.seconds
+    budget = args.time_limit
+    if trainer.step_no == 0:
+        trainer.checkpoint()
+    last_val, t_log, losses = time.monotonic(), time.monotonic(), []
+    while trainer.step_no < args.steps and not stop["flag"]:
+        elapsed = time.monotonic() - t0
+        if budget and elapsed >= budget:
+            break
+        progress = (seconds0 + elapsed) / (seconds0 + budget) if budget else trainer.step_no / args.steps
+        losses.append(trainer.step(cosine_lr(args, progress)))
+        trainer.seconds = seconds0 + (time.monotonic() - t0)
+        if trainer.step_no % args.log_every == 0:
+            now = time.monotonic()
+            print(f"step {trainer.step_no} loss {np.mean(losses):.6f} "
+                  f"{args.log_every / (now - t_log):.2f} it/s elapsed {elapsed:.0f}s", flush=True)
+            t_log, losses = now, []
+        if time.monotonic() - last_val >= args.val_every_s:
+            trainer.checkpoint()
+            last_val = time.monotonic()
+    trainer.checkpoint()
+    print(f"done: step {trainer.step_no}, best {trainer.best:.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -36,6 +36,14 @@ EXPOSURE_SPACES = ("display", "linear")
 #: scale per channel, no tone curve (msrnet_napari.linear_intensity).
 INTENSITY_MODELS = ("photo", "linear")
 ARCHITECTURE_KEYS = ("log_bases", "depth", "width", "f1_width")
+#: Sane architecture limits, the one definition (checked in MSRNetConfig; the
+#: checkpoint loader's size limits and the compiled engine derive from them).
+#: The largest net they allow has about 37.8M parameters and needs a few
+#: hundred MB per 256x256 tile; the default net (depth 10, width 32) has 85k.
+MAX_DEPTH = 64
+MAX_WIDTH = 256
+MAX_F1_WIDTH = 64
+MAX_LOG_BASES = 16
 
 
 @dataclass(frozen=True)
@@ -57,24 +65,30 @@ class MSRNetConfig:
     def __post_init__(self) -> None:
         bases = tuple(float(v) for v in self.log_bases)
         object.__setattr__(self, "log_bases", bases)
-        if not bases:
-            raise ValueError("log_bases must name at least one scale v_j")
+        if not bases or len(bases) > MAX_LOG_BASES:
+            raise ValueError(f"log_bases must name 1..{MAX_LOG_BASES} scales v_j, got "
+                             f"{len(bases)}")
         if any(not (v > 0) for v in bases):
             raise ValueError(f"log_bases must all be > 0, got {bases}")
         if not (0.0 <= float(self.exposure_target) <= 1.0):
-            raise ValueError(f"exposure_target must lie in [0, 1], got {self.exposure_target!r}")
+            raise ValueError(f"exposure_target must lie in [0, 1], got "
+                             f"{brief_repr(self.exposure_target)}")
         object.__setattr__(self, "exposure_target", float(self.exposure_target))
         check_exposure_space(self.exposure_space)
         if self.intensity not in INTENSITY_MODELS:
             raise ValueError(f"intensity must be one of {INTENSITY_MODELS}, got "
-                             f"{str(self.intensity)[:40]!r}")
+                             f"{brief_repr(self.intensity)}")
         if self.intensity == "linear" and self.exposure_target > 0:
             raise ValueError("the linear intensity model has no exposure normalisation "
                              "(exposure_target must be 0)")
-        for name in ("depth", "width", "f1_width"):
+        for name, limit in (("depth", MAX_DEPTH), ("width", MAX_WIDTH),
+                            ("f1_width", MAX_F1_WIDTH)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise ValueError(f"{name} must be a positive integer, got {brief_repr(value)}")
+            if value > limit:
+                raise ValueError(f"{name} must be at most {limit} "
+                                 f"(msrnet_napari.config.MAX_{name.upper()}), got {value}")
 
     @property
     def n_scales(self) -> int:
@@ -95,7 +109,8 @@ class MSRNetConfig:
         known = {*ARCHITECTURE_KEYS, "exposure_target", "exposure_space", "intensity"}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown MSR-net config keys: {sorted(unknown)}")
+            raise ValueError("unknown MSR-net config keys: "
+                             + ", ".join(sorted(brief_repr(k) for k in unknown)[:10]))
         kwargs = dict(data)
         if "log_bases" in kwargs:
             kwargs["log_bases"] = tuple(kwargs["log_bases"])
@@ -135,7 +150,34 @@ class MSRNetConfig:
 def check_exposure_space(space: str) -> None:
     """ValueError unless ``space`` is one of EXPOSURE_SPACES."""
     if space not in EXPOSURE_SPACES:
-        raise ValueError(f"exposure_space must be one of {EXPOSURE_SPACES}, got {space!r}")
+        raise ValueError(f"exposure_space must be one of {EXPOSURE_SPACES}, got "
+                         f"{brief_repr(space)}")
+
+
+def brief_repr(value: Any, limit: int = 60) -> str:
+    """``repr`` for error messages about untrusted values (e.g. from a checkpoint):
+    bounded in length and time, whatever the value (a memo-shared list nested 40
+    deep has 2**40 elements when printed; a 10**6-digit int cannot even be).
+    Scalars and short flat sequences are shown, anything else by its type."""
+    if value is None or isinstance(value, (bool, float, complex)):
+        return repr(value)[:limit]
+    if isinstance(value, int):
+        bits = value.bit_length()
+        return repr(value) if bits <= 128 else f"<int of {bits} bits>"
+    if isinstance(value, (str, bytes)):
+        return repr(value[:limit]) + ("..." if len(value) > limit else "")
+    if isinstance(value, (list, tuple)) and len(value) <= 8 and all(
+            v is None or isinstance(v, (bool, int, float)) for v in value):
+        inner = ", ".join(brief_repr(v, limit) for v in value)
+        text = f"[{inner}]" if isinstance(value, list) else f"({inner}{',' * (len(value) == 1)})"
+        return text if len(text) <= 2 * limit else text[:2 * limit] + "..."
+    if isinstance(value, (list, tuple, dict, set, frozenset)):
+        return f"<{type(value).__name__} of {len(value)} items>"
+    if hasattr(type(value), "dtype") and hasattr(type(value), "ndim"):  # numpy
+        if value.ndim == 0:
+            return repr(value)[:limit]
+        return f"<{type(value).__name__} of shape {value.shape}, {value.dtype}>"
+    return f"<{type(value).__name__}>"
 
 
 def parameter_shapes(config: MSRNetConfig) -> dict[str, tuple[int, ...]]:

@@ -181,6 +181,10 @@ def synthetic_pair(clean_image: np.ndarray, crop: int, rng: np.random.Generator,
     kw = dict(peak=peak, bg=peak * rng.uniform(*params.background),
               adu=_logu(rng, *params.adu_per_electron), read=rng.uniform(*params.read_electrons),
               offset=rng.uniform(*params.offset), bits=int(rng.choice([12, 16])))
+    # a low-light exposure: the brightest clean pixel stays below 90 % of the full scale
+    top = kw["offset"] + kw["adu"] * (peak * max(float(c.max()), float(ctx.max()), 1.0) + kw["bg"])
+    if top > 0.9 * (2**kw["bits"] - 1):
+        kw["adu"] *= (0.9 * (2**kw["bits"] - 1) - kw["offset"]) / (top - kw["offset"])
     noisy, expected = expose(c, rng, **kw)
     ctx_noisy, _ = expose(ctx, rng, **kw)
     if not center and rng.random() < params.p_hot:
@@ -197,7 +201,7 @@ def to_target(expected: np.ndarray, mapping: ChannelMapping) -> np.ndarray:
     """Expected counts -> network values, clipped at the input's ceiling (brighter pixels
     are passed through at inference, see ChannelMapping.restore)."""
     u = PEDESTAL + SPAN * (expected - mapping.dark) / mapping.scale
-    return np.minimum(u, UPPER_CLIP).astype(np.float32)
+    return np.clip(u, -PEDESTAL, UPPER_CLIP).astype(np.float32)
 
 
 def real_crop(pair: RealPair, crop: int, rng: np.random.Generator, center: bool = False

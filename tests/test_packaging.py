@@ -46,3 +46,28 @@ def test_core_path_imports_neither_torch_nor_napari_nor_qt():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_repaired_wheel_is_manylinux_and_loads_its_bundled_libraries():
+    """scripts/test.sh installs the auditwheel-repaired wheel and sets MSRNET_TEST_REPAIRED_WHEEL."""
+    import os
+    import subprocess
+    import sys
+    from importlib.metadata import distribution
+
+    import pytest
+
+    if not os.environ.get("MSRNET_TEST_REPAIRED_WHEEL") or not sys.platform.startswith("linux"):
+        pytest.skip("only for the auditwheel-repaired Linux wheel that scripts/test.sh installs")
+    wheel_info = distribution("msrnet-napari").read_text("WHEEL") or ""
+    tags = [line.split(":", 1)[1].strip() for line in wheel_info.splitlines() if line.startswith("Tag:")]
+    assert tags and all("-manylinux" in tag for tag in tags), tags   # manylinux_2_x (or 2014)
+
+    libs = PACKAGE.parent / "msrnet_napari.libs"   # where auditwheel puts what it bundles
+    bundled = sorted(p.name for p in libs.iterdir()) if libs.is_dir() else []
+    assert not [n for n in bundled if n.startswith("libcuda.")], bundled   # the driver's own library
+    # the OpenMP runtime the engine loads is the bundled copy, not the build machine's
+    code = "import msrnet_napari._core\nprint(open('/proc/self/maps').read())"
+    maps = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    gomp = {line.split()[-1] for line in maps.splitlines() if "libgomp" in line}
+    assert all(path.startswith(str(libs)) for path in gomp), (gomp, bundled)

@@ -42,3 +42,41 @@ def make_random_model():
     """Factory: make_random_model(seed=0, config=None) -> torch MSRNet (init_weights(seed))."""
     pytest.importorskip("torch")
     return lambda seed=0, config=None: make_model(config, seed)
+
+
+# ------------------------------------------------------------ torch-free weights
+
+def random_weights(config: MSRNetConfig | None = None, seed: int = 0,
+                   identity: bool = False):
+    """A :class:`Checkpoint` with random He-normal weights, built without torch.
+
+    ``identity=True`` makes the network the identity on its input (up to 1e-4):
+    f1 takes one near-linear log scale, f2's fusion is zero, f3 is the identity -
+    for tests of the data path (scaling, layouts, dask) independent of a model.
+    """
+    from msrnet_napari.checkpoint import Checkpoint
+    from msrnet_napari.config import parameter_shapes
+
+    if identity:
+        config = config or MSRNetConfig(log_bases=(1e-4,), depth=2, width=4)
+    config = config or MSRNetConfig(depth=2, width=8)
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in parameter_shapes(config).items():
+        if name.endswith("weight"):
+            fan_in = int(np.prod(shape[1:]))
+            weights[name] = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        else:
+            weights[name] = (rng.standard_normal(shape) * 0.01).astype(np.float32)
+    if identity:
+        assert config.n_scales == 1 and config.f1_width == 3
+        eye = np.eye(3, dtype=np.float32)
+        weights["f1.fuse.weight"] = eye.reshape(3, 3, 1, 1).copy()
+        conv = np.zeros((3, 3, 3, 3), np.float32)
+        conv[:, :, 1, 1] = eye
+        weights["f1.conv.weight"] = conv
+        weights["f2.fuse.weight"][:] = 0
+        weights["f3.weight"] = eye.reshape(3, 3, 1, 1).copy()
+        for name in ("f1.fuse.bias", "f1.conv.bias", "f2.fuse.bias", "f3.bias"):
+            weights[name][:] = 0
+    return Checkpoint(config=config, weights=weights, metadata={}, source="<random>")

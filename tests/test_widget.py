@@ -17,6 +17,7 @@ pytest.importorskip("napari")
 pytest.importorskip("magicgui")
 
 from msrnet_napari import _widget as W  # noqa: E402
+from msrnet_napari import widget_jobs as J  # noqa: E402
 
 # ----------------------------------------------------------------- fixtures
 
@@ -65,138 +66,6 @@ def notes(monkeypatch):
     return log
 
 
-# ------------------------------------------------------- Qt-free helpers
-
-
-def test_plan_job_2d_and_rgb_are_whole_images():
-    gray = np.zeros((10, 12), np.uint8)
-    arr, idx = W.plan_job(gray, False, (3, 4), whole_stack=False)
-    assert arr.shape == (10, 12) and idx == (slice(None), slice(None))
-    rgb = np.zeros((10, 12, 3), np.uint8)
-    arr, idx = W.plan_job(rgb, True, (0, 0), whole_stack=False)
-    assert arr.shape == (10, 12, 3) and len(idx) == 3
-
-
-def test_plan_job_current_plane_keeps_dims_and_clips_step():
-    stack = np.arange(4 * 5 * 6 * 7).reshape(4, 5, 6, 7)
-    arr, idx = W.plan_job(stack, False, (2, 3, 0, 0), whole_stack=False)
-    assert arr.shape == (1, 1, 6, 7)
-    np.testing.assert_array_equal(arr[0, 0], stack[2, 3])
-    assert W.plane_offset(idx, rgb=False) == (2, 3, 0, 0)
-    arr, idx = W.plan_job(stack, False, (99, -5, 0, 0), whole_stack=False)
-    np.testing.assert_array_equal(arr[0, 0], stack[3, 0])
-    arr, idx = W.plan_job(stack, False, (2, 3, 0, 0), whole_stack=True)
-    assert arr.shape == stack.shape and W.plane_offset(idx, False) == (0, 0, 0, 0)
-
-
-def test_plan_job_rgb_stack_and_multiscale():
-    rgb_stack = np.zeros((3, 8, 9, 3), np.uint8)
-    rgb_stack[1] = 7
-    arr, idx = W.plan_job(rgb_stack, True, (1, 0, 0), whole_stack=False)
-    assert arr.shape == (1, 8, 9, 3) and arr.max() == 7
-    assert W.plane_offset(idx, rgb=True) == (1, 0, 0)
-    pyramid = [np.ones((2, 16, 16), np.uint8), np.ones((2, 8, 8), np.uint8)]
-    arr, _ = W.plan_job(pyramid, False, (1, 0, 0), whole_stack=False, multiscale=True)
-    assert arr.shape == (1, 16, 16)
-
-
-@pytest.mark.parametrize("data, rgb, match", [
-    (np.zeros(5), False, "at least 2 axes"),
-    (np.zeros((4, 4)), True, "RGB"),
-    (np.zeros((4, 4, 2)), True, "3 or 4 channels"),
-    (np.zeros((4, 4), bool), False, "unsupported data type"),
-    (np.zeros((4, 4), complex), False, "unsupported data type"),
-    (np.zeros((0, 4)), False, "empty"),
-])
-def test_plan_job_rejects_bad_data(data, rgb, match):
-    with pytest.raises(W.JobError, match=match):
-        W.plan_job(data, rgb, (0, 0), whole_stack=False)
-
-
-def test_plan_job_dask_stays_lazy():
-    da = pytest.importorskip("dask.array")
-    stack = da.zeros((6, 32, 32), dtype=np.uint8, chunks=(1, 32, 32))
-    arr, _ = W.plan_job(stack, False, (4, 0, 0), whole_stack=False)
-    assert W.is_dask(arr) and arr.shape == (1, 32, 32)
-    assert not W.should_stay_lazy(arr, whole_stack=False)
-    assert not W.should_stay_lazy(stack, whole_stack=True)  # small: computed
-    assert W.should_stay_lazy(stack, whole_stack=True, threshold_bytes=1000)
-    assert not W.should_stay_lazy(np.zeros((6, 32, 32)), whole_stack=True, threshold_bytes=0)
-
-
-def test_choose_scaling_kwargs():
-    assert W.choose_scaling_kwargs(np.zeros((4, 4), np.uint8)) == {"bit_depth": 8}
-    assert W.choose_scaling_kwargs(np.full((4, 4), 4000, np.uint16)) == {"bit_depth": 12}
-    assert W.choose_scaling_kwargs(np.full((4, 4), 5000, np.uint16)) == {"bit_depth": 14}
-    assert W.choose_scaling_kwargs(np.linspace(0, 1, 16, dtype=np.float32)) == {
-        "intensity_range": (0.0, 1.0)}
-    assert W.choose_scaling_kwargs(np.array([2.0, 10.0])) == {"intensity_range": (2.0, 10.0)}
-    with pytest.raises(W.JobError, match="NaN"):
-        W.choose_scaling_kwargs(np.array([0.1, np.nan]))
-    with pytest.raises(W.JobError, match="negative"):
-        W.choose_scaling_kwargs(np.array([-3, 5], np.int16))
-    with pytest.raises(W.JobError, match="constant"):
-        W.choose_scaling_kwargs(np.full(4, 5.0))
-
-
-def test_choose_scaling_kwargs_explicit_bit_depth():
-    dim_12bit = np.full((4, 4), 445, np.uint16)  # a dim 12-bit image: detection says 10-bit
-    assert W.choose_scaling_kwargs(dim_12bit) == {"bit_depth": 10}
-    assert W.choose_scaling_kwargs(dim_12bit, bit_depth=12) == {"bit_depth": 12}
-    with pytest.raises(W.JobError, match="do not fit the chosen 8-bit"):
-        W.choose_scaling_kwargs(dim_12bit, bit_depth=8)
-
-
-def test_choose_scaling_kwargs_dask():
-    da = pytest.importorskip("dask.array")
-    arr = da.from_array(np.array([[0, 4095]], np.uint16), chunks=1)
-    assert W.choose_scaling_kwargs(arr) == {"bit_depth": 12}
-
-
-def test_output_contrast_limits():
-    assert W.output_contrast_limits(np.uint8) == (0.0, 255.0)
-    assert W.output_contrast_limits(np.uint16, bit_depth=12) == (0.0, 4095.0)
-    assert W.output_contrast_limits(np.uint16, np.array([0, 900])) == (0.0, 1023.0)
-    assert W.output_contrast_limits(np.uint16) == (0.0, 65535.0)
-    assert W.output_contrast_limits(np.float32, np.array([0.2, 0.9])) == (0.0, 1.0)
-    assert W.output_contrast_limits(np.float32, intensity_range=(2.0, 9.0)) == (2.0, 9.0)
-    lo, hi = W.output_contrast_limits(np.float64, np.linspace(-5, 5, 1001))
-    assert -5 < lo < -4.8 and 4.8 < hi < 5
-    assert W.output_contrast_limits(np.float32) == (0.0, 1.0)
-
-
-def test_execute_job_runs_reports_progress_and_cancels(checkpoint):
-    data = np.full((64, 96), 40, np.uint8)
-    job = W.Job(array=data, reference=None, rgb=False, lazy=False, weights=checkpoint, tile=32)
-    calls = []
-    out = W.execute_job(job, progress=lambda d, t: calls.append((d, t)))
-    assert out.status == "ok", out.message
-    assert out.data.shape == data.shape and out.data.dtype == np.uint8
-    assert out.contrast_limits == (0.0, 255.0)
-    assert calls and calls[-1][0] == calls[-1][1] == len(calls)
-
-    cancel = threading.Event()
-    out = W.execute_job(job, progress=lambda d, t: cancel.set(), cancel=cancel)
-    assert out.status == "cancelled" and out.data is None
-
-    bad = W.Job(array=data, reference=None, rgb=False, lazy=False,
-                weights=checkpoint.with_name("missing.pt"))
-    out = W.execute_job(bad)
-    assert out.status == "error" and "not found" in out.message
-
-
-def test_execute_job_lazy_returns_dask(checkpoint):
-    da = pytest.importorskip("dask.array")
-    data = da.from_array(np.full((2, 40, 40), 1000, np.uint16), chunks=(1, 40, 40))
-    job = W.Job(array=data, reference=None, rgb=False, lazy=True, weights=checkpoint, tile=64)
-    out = W.execute_job(job)
-    assert out.status == "ok", out.message
-    assert W.is_dask(out.data) and out.data.shape == data.shape
-    assert out.contrast_limits == (0.0, 1023.0)
-    computed = np.asarray(out.data)
-    assert computed.dtype == np.uint16 and computed.max() <= 1023
-
-
 # --------------------------------------------------------------- GUI tests
 
 
@@ -211,7 +80,7 @@ def _open_widget(viewer) -> W.MSRNetWidget:
 
 
 def _use_checkpoint(widget, path) -> None:
-    widget.weights.value = W.CHECKPOINT_WEIGHTS
+    widget.model.value = J.MODEL_CHECKPOINT
     widget.checkpoint.value = path
     assert widget.checkpoint.enabled
 
@@ -340,12 +209,12 @@ def test_widget_dask_layer(make_napari_viewer, qtbot, checkpoint, monkeypatch, n
     out = viewer.layers["lazy (MSR-net)"]
     assert isinstance(out.data, np.ndarray) and out.data.shape == (1, 40, 40)
 
-    monkeypatch.setattr(W, "LAZY_THRESHOLD_BYTES", 0)
+    monkeypatch.setattr(J, "LAZY_THRESHOLD_BYTES", 0)
     widget.whole_stack.value = True
     widget.run()  # whole stack of a "large" dask array: stays lazy
     _wait(qtbot, widget)
     lazy = viewer.layers["lazy (MSR-net) [1]"]
-    assert W.is_dask(lazy.data) and lazy.data.shape == (4, 40, 40)
+    assert J.is_dask(lazy.data) and lazy.data.shape == (4, 40, 40)
     assert lazy.metadata["msrnet"]["lazy"] is True
     assert notes["error"] == []
 
@@ -391,7 +260,7 @@ def test_widget_errors_are_notifications(make_napari_viewer, qtbot, checkpoint, 
     assert "no Image layer" in notes["error"][-1]
 
     labels = viewer.add_labels(np.zeros((8, 8), np.uint8), name="labels")
-    with pytest.raises(W.JobError, match="Labels layer"):
+    with pytest.raises(J.JobError, match="Labels layer"):
         widget.build_job(labels)
 
     nan = np.full((16, 16), 0.1, np.float32)
@@ -408,10 +277,10 @@ def test_widget_errors_are_notifications(make_napari_viewer, qtbot, checkpoint, 
     assert "checkpoint file not found" in notes["error"][-1]
 
     # missing bundled weights: the engine's FileNotFoundError arrives from the worker
-    import msrnet_napari.weights as weights_module
+    import msrnet_napari.models as models_module
 
-    monkeypatch.setattr(weights_module, "_WEIGHTS_DIR", tmp_path / "empty")
-    widget.weights.value = W.DEFAULT_WEIGHTS
+    monkeypatch.setattr(models_module, "_WEIGHTS_DIR", tmp_path / "empty")
+    widget.model.value = "photo"
     widget.image_layer.value = viewer.layers["ok"]
     widget.run()
     _wait(qtbot, widget)
@@ -428,3 +297,41 @@ def test_plugin_samples_open(make_napari_viewer):
     viewer.open_sample("msrnet-napari", "dim_fluorescence")
     assert viewer.layers[0].rgb and viewer.layers[0].data.dtype == np.uint8
     assert viewer.layers[1].data.dtype == np.uint16
+
+
+@pytest.mark.gui
+def test_widget_microscopy_model_offset_gain_and_preview(make_napari_viewer, qtbot, notes):
+    from msrnet_napari import available_models
+
+    if "microscopy" not in available_models():
+        pytest.skip("bundled microscopy model not installed")
+    rng = np.random.default_rng(2)
+    data = (100 + 2 * rng.poisson(3.0, (64, 80))).astype(np.uint16)
+    data[20:30, 20:30] += 300
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(data, name="cells", contrast_limits=(90, 450))
+    widget = _open_widget(viewer)
+    widget.model.value = "auto"
+    assert "model microscopy" in widget.preview()  # gray 16-bit: the linear model by default
+    widget.model.value = "microscopy"
+    widget.offset.value = "100"
+    widget.gain.value = 2.0
+    text = widget.preview()
+    assert "dark 100 (given)" in text and "gain 2" in text and widget.decision.value == text
+
+    widget.run()
+    assert all(not widget[n].enabled for n in ("bit_depth", "offset", "gain", "model"))
+    _wait(qtbot, widget)
+    assert notes["error"] == []
+    out = viewer.layers["cells (MSR-net)"]
+    assert tuple(out.contrast_limits) == tuple(layer.contrast_limits)  # same display as input
+    assert out.metadata["msrnet"]["model"] == "microscopy"
+    assert "microscopy model" in widget.status.value
+    inside = out.data[22:28, 22:28].astype(float).mean() - 100
+    assert 1.6 * 300 < inside < 2.4 * (300 + 6)  # the signal above the offset, doubled
+    assert widget.bit_depth.enabled and widget.offset.enabled
+
+    widget.offset.value = "dark"
+    widget.run()
+    assert "offset must be" in notes["error"][-1]
+    assert widget.status.value.startswith("invalid settings")

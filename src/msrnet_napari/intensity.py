@@ -135,12 +135,26 @@ def decide(
 def _photo_mapping(array, layout: Layout, checkpoint: Checkpoint, out_dtype: np.dtype, *,
                    bit_depth, intensity_range, exposure_gain) -> PhotoMapping:
     dtype = np.dtype(array.dtype)
-    needs_extremes = intensity_range is None and (dtype.kind == "f" or bit_depth is None)
     lo = hi = None
-    if needs_extremes:
+    if isinstance(intensity_range, str):
+        if intensity_range != "data":
+            raise ValueError(f"intensity_range must be (low, high) or 'data', got "
+                             f"{intensity_range[:20]!r}")
+        # "data": the standard rule where it applies, else the data's (min, max)
+        lo, hi = _extremes(array)
+        intensity_range = None
+        if dtype.kind == "f" and not (lo >= 0.0 and hi <= 1.0):
+            if not hi > lo:
+                raise ValueError(f"the image is constant ({lo:g}) and outside [0, 1]; "
+                                 "nothing to enhance")
+            intensity_range = (lo, hi)
+    if intensity_range is None and lo is None:  # one min/max pass: checks every value
         lo, hi = _extremes(array)
     scaling = choose_scaling(dtype, minimum=lo, maximum=hi, bit_depth=bit_depth,
                              intensity_range=intensity_range)
+    if bit_depth is not None and hi is not None and hi > scaling.high:
+        raise ValueError(f"values up to {hi:g} do not fit the chosen {int(bit_depth)}-bit "
+                         "range; pick a larger bit_depth or let it be detected")
     # a float output dtype for integer input returns [0, 1] values
     same_scale = out_dtype.kind == dtype.kind or out_dtype.kind in "ui"
     out_scaling = scaling if same_scale else Scaling(0.0, 1.0, "unit")
@@ -218,6 +232,8 @@ def _linear_mapping(array, decision: IntensityDecision, *, offset, gain, intensi
     offsets = _per_channel("offset", offset, len(views))
     integer = np.dtype(array.dtype).kind in "ui"
     channels = []
+    if isinstance(intensity_range, str) and intensity_range == "data":
+        intensity_range = None  # the linear model always decides from the data
     for view, dark in zip(views, offsets):
         if intensity_range is not None:
             low, high = (float(v) for v in intensity_range)

@@ -104,8 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
                         % "/".join(sorted(IMAGE_EXTENSIONS)))
     parser.add_argument("-o", "--output", "--outdir", dest="outdir", required=True,
                         metavar="OUTDIR", help="output folder (created if missing)")
+    parser.add_argument("--model", choices=("auto", "photo", "microscopy"), default="auto",
+                        help="bundled model: photo (sRGB photos) or microscopy (linear "
+                             "scientific data: keeps dark level and intensities); auto = photo "
+                             "for 8-bit RGB, microscopy otherwise (default: %(default)s)")
     parser.add_argument("--weights", metavar="PATH",
-                        help="MSR-net checkpoint (.pt); default: the bundled model")
+                        help="MSR-net checkpoint (.pt) instead of a bundled model")
+    parser.add_argument("--offset", default="auto", metavar="DN",
+                        help="linear (microscopy) model: dark level in the data's units, or "
+                             "'auto' to estimate it per channel (default: %(default)s)")
+    parser.add_argument("--gain", type=float, default=None, metavar="G",
+                        help="linear (microscopy) model: multiply the signal above the dark "
+                             "level by G, like a G-times longer exposure (default: 1, restore)")
     parser.add_argument("--tile", type=_non_negative_int, default=None, metavar="N",
                         help="tile edge in pixels; memory is bounded by the tile "
                              "(0 = whole image; default: 256 on the CPU, 2048 on CUDA)")
@@ -376,11 +386,39 @@ def _load_api() -> tuple[Callable[..., np.ndarray], type]:
     return enhance_fn, Cancelled
 
 
-def _resolve_weights(weights: Optional[str]) -> Any:
-    """Load the checkpoint once up front (errors concern the whole run)."""
+def _resolve_weights(weights: Optional[str], model: str) -> Any:
+    """Load the checkpoint (or check the bundled model) once up front: errors concern
+    the whole run. None = a bundled model chosen per image by ``enhance``."""
+    from .models import available_models, model_info
     from .weights import resolve_weights
 
-    return resolve_weights(weights)
+    if weights is not None:
+        return resolve_weights(weights)
+    for name in ([model] if model != "auto" else ["photo", "microscopy"]):
+        if name not in available_models():
+            raise FileNotFoundError(f"the bundled {name!r} model is not installed "
+                                    f"({model_info(name).path}); pass --weights")
+    return None
+
+
+def _recording(enhance: Callable[..., Any], show: bool) -> Callable[..., Any]:
+    """enhance() that reports each intensity decision (which model, scaling) on stderr."""
+    def run(array, **kwargs):
+        out, decision = enhance(array, return_decision=True, **kwargs)
+        if show:
+            print(f"  {decision.describe()}", file=sys.stderr, flush=True)
+        return out
+
+    return run
+
+
+def _offset_arg(text: str) -> Any:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--offset must be 'auto' or a number, got {text!r}") from None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -389,6 +427,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.weights is not None and not Path(args.weights).is_file():
         parser.error(f"--weights: no such file: {args.weights}")
+    if args.weights is not None and args.model != "auto":
+        parser.error("--model and --weights exclude each other")
+    try:
+        _offset_arg(args.offset)
+    except ValueError as exc:
+        parser.error(str(exc))
     outdir = Path(args.outdir)
     if outdir.exists() and not outdir.is_dir():
         parser.error(f"-o: {outdir} exists and is not a folder")
@@ -416,7 +460,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         enhance, cancelled = _load_api()
-        weights = _resolve_weights(args.weights)
+        weights = _resolve_weights(args.weights, args.model)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as exc:
@@ -435,9 +479,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     enhance_kwargs = dict(weights=weights, tile=args.tile, threads=args.threads,
                           device=args.device)
+    if weights is None and args.model != "auto":
+        enhance_kwargs["model"] = args.model
     if args.bit_depth is not None:
         enhance_kwargs["bit_depth"] = args.bit_depth
+    offset = _offset_arg(args.offset)
+    if offset is not None:
+        enhance_kwargs["offset"] = offset
+    if args.gain is not None:
+        enhance_kwargs["gain"] = args.gain
     show = not args.quiet
+    enhance = _recording(enhance, show)
     token = CancelToken()
     written = 0
     n = len(jobs)

@@ -80,3 +80,17 @@ def test_timelapse_frames_get_dimmer():
 def test_darken_photo_rejects_non_uint8():
     with pytest.raises(TypeError):
         sd.darken_photo(np.zeros((4, 4), dtype=np.float32))
+
+
+def test_real_fluorescence_sample_is_bundled_with_its_licence():
+    from pathlib import Path
+
+    layers = sd.u2os_cells()
+    assert len(layers) == 3
+    for data, meta, kind in layers:
+        assert kind == "image" and data.dtype == np.uint16 and data.shape == (395, 695)
+        assert data.max() <= 4095 and np.median(data) > 100  # 12-bit counts with a dark offset
+        lo, hi = meta["contrast_limits"]
+        assert lo < hi and meta["blending"] == "additive"
+    licence = Path(sd.__file__).parent / "samples" / "bbbc022_LICENSE.txt"
+    assert "CC0" in licence.read_text()

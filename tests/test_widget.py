@@ -297,6 +297,8 @@ def test_plugin_samples_open(make_napari_viewer):
     viewer.open_sample("msrnet-napari", "dim_fluorescence")
     assert viewer.layers[0].rgb and viewer.layers[0].data.dtype == np.uint8
     assert viewer.layers[1].data.dtype == np.uint16
+    viewer.open_sample("msrnet-napari", "u2os_cells")
+    assert [layer.data.dtype for layer in viewer.layers[2:]] == [np.uint16] * 3
 
 
 @pytest.mark.gui

@@ -15,6 +15,12 @@ fluorescence (12-bit, linear camera)
     channel -> ~60 photons at the brightest nuclei -> Poisson + Gaussian read
     noise -> 12-bit counts with a dark offset of 100 DN, stored as uint16.
 
+real fluorescence (12-bit, 3 channels)
+    a crop of BBBC022 (U2OS cells, Cell Painting; Gustafsdottir et al. 2013, Broad
+    Bioimage Benchmark Collection, CC0: ``samples/bbbc022_LICENSE.txt``), stored as
+    recorded (uint16, 12-bit camera counts with their dark offset) - the real data
+    the microscopy model is for.
+
 Every function uses a fixed seed, so it returns the same array on every call.
 """
 
@@ -24,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .degrade import linear_to_srgb, srgb_to_linear
+from .exposure import linear_to_srgb, srgb_to_linear
 
 LayerDataTuple = tuple[np.ndarray, dict[str, Any], str]
 
@@ -122,3 +128,23 @@ def dim_fluorescence_timelapse(frames: int = 5) -> list[LayerDataTuple]:
     meta = {"name": "nuclei time-lapse (dim, 12-bit)", "rgb": False, "colormap": "gray",
             "contrast_limits": (0, 4095), "axis_labels": ("t", "y", "x")}
     return [(stack, meta, "image")]
+
+
+def u2os_cells() -> list[LayerDataTuple]:
+    """Real 3-channel 12-bit widefield fluorescence of U2OS cells (BBBC022 crop, CC0).
+
+    Three layers (channels w1, w2, w3 of the BBBC022 image set; w1 is the Hoechst
+    DNA stain), uint16 camera counts as recorded, dark offset ~150 DN.
+    """
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "samples" / "bbbc022_u2os.npz"
+    with np.load(path) as f:
+        data = np.asarray(f["data"])
+    layers = []
+    for i, (name, cmap) in enumerate((("w1 Hoechst", "blue"), ("w2", "green"), ("w3", "magenta"))):
+        chan = data[i]
+        lo, hi = (float(v) for v in np.percentile(chan, [0.5, 99.8]))
+        layers.append((chan, {"name": f"U2OS {name} (BBBC022)", "colormap": cmap,
+                              "blending": "additive", "contrast_limits": (lo, hi)}, "image"))
+    return layers

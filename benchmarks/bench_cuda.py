@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
-        from msrnet_napari.model import MSRNet, init_weights
+        from msrnet_napari.training.model import MSRNet, init_weights
         have_torch = torch.cuda.is_available()
     except ImportError:
         have_torch = False

@@ -33,7 +33,7 @@ def make_weights(path: str) -> bool:
     config = MSRNetConfig()
     try:
         import torch
-        from msrnet_napari.model import MSRNet, init_weights
+        from msrnet_napari.training.model import MSRNet, init_weights
     except ImportError:  # ours only: He-normal numpy weights
         rng = np.random.default_rng(0)
         weights = {k: (rng.standard_normal(s) * (np.sqrt(2 / np.prod(s[1:])) if len(s) > 1
@@ -74,7 +74,7 @@ def worker(backend: str, size: int, threads: int, repeat: int, tile: int, out_pa
         extra = {"simd": _core.simd_level()}
     else:
         import torch
-        from msrnet_napari.model import MSRNet
+        from msrnet_napari.training.model import MSRNet
 
         torch.set_num_threads(threads)
         model = MSRNet(config).eval()

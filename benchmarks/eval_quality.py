@@ -2,9 +2,9 @@
 """Quality of MSR-net vs classical enhancers on the held-out images.
 
 Every validation image (never used for training) is darkened at fixed,
-deterministic levels (``msrnet_napari.degrade.darken``: 1 mild .. 4 very dark,
+deterministic levels (``msrnet_napari.training.degrade.darken``: 1 mild .. 4 very dark,
 sensor model with fixed noise), enhanced by MSR-net and by the baselines of
-``msrnet_napari.baselines``, and compared with the original: mean PSNR / SSIM
+``msrnet_napari.training.baselines``, and compared with the original: mean PSNR / SSIM
 per level (outputs clipped to [0, 1]).
 
     python benchmarks/eval_quality.py --weights runs/gpu/best.pt                # data/ images+splits
@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
-from msrnet_napari.baselines import BASELINES  # noqa: E402
-from msrnet_napari.degrade import DARKEN_LEVELS, darken, to_float  # noqa: E402
-from msrnet_napari.metrics import psnr, ssim  # noqa: E402
+from msrnet_napari.training.baselines import BASELINES  # noqa: E402
+from msrnet_napari.training.degrade import DARKEN_LEVELS, darken, to_float  # noqa: E402
+from msrnet_napari.training.metrics import psnr, ssim  # noqa: E402
 
 
 def shrink(img: np.ndarray, max_side: int) -> np.ndarray:
@@ -53,7 +53,7 @@ def shrink(img: np.ndarray, max_side: int) -> np.ndarray:
 
 
 def load_val(args) -> dict[str, np.ndarray]:
-    from msrnet_napari.data import load_folder, load_pack
+    from msrnet_napari.training.data import load_folder, load_pack
 
     if args.pack:
         _, val = load_pack(args.pack)
@@ -79,7 +79,7 @@ def make_msrnet(weights: str, engine: str, threads: int, device: str, tile: int)
     else:
         import torch
 
-        from msrnet_napari.model import model_from_checkpoint
+        from msrnet_napari.training.model import model_from_checkpoint
 
         if threads:
             torch.set_num_threads(threads)

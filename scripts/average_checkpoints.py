@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
             raise SystemExit(f"{p}: config {c.config} differs from {config}")
     import torch
 
-    from msrnet_napari.model import MSRNet, save_checkpoint
+    from msrnet_napari.training.model import MSRNet, save_checkpoint
 
     model = MSRNet(config)
     mean = {k: torch.from_numpy(np.mean([c.weights[k] for c in ckpts], axis=0).astype(np.float32))
@@ -51,8 +51,8 @@ def main(argv: list[str]) -> int:
     steps = [c.metadata.get("step") for c in ckpts]
     extra = {}
     if val_pack:
-        from msrnet_napari.data import load_pack
-        from msrnet_napari.train import evaluate, make_val_set
+        from msrnet_napari.training.data import load_pack
+        from msrnet_napari.training.train import evaluate, make_val_set
 
         val = evaluate(model, make_val_set(load_pack(val_pack)[1], 256), torch.device("cpu"))
         extra = {"val_psnr": val["psnr"], "val_ssim": val["ssim"], "val_levels": val["levels"]}

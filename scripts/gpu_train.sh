@@ -57,7 +57,7 @@ fi
 
 echo "== msrnet-train time limit ${LIMIT}s: ${ARGS[*]} ${EXTRA:-}" | tee -a "$LOG"
 # shellcheck disable=SC2086
-"$PY" -m msrnet_napari.train --pack "$PACK" --out "$OUT" --time-limit "$LIMIT" --seed 0 \
+"$PY" -m msrnet_napari.training.train --pack "$PACK" --out "$OUT" --time-limit "$LIMIT" --seed 0 \
   "${ARGS[@]}" ${EXTRA:-} 2>&1 | tee -a "$LOG"
 RC=${PIPESTATUS[0]}
 rm -f "$OUT"/*.tmp

@@ -5,7 +5,7 @@
                                      [--out data/pack.npz] [--max-mb 40] [--max-side 1024]
 
 Images are stored as uint8 HxWx3 (``train_<i>``/``val_<i>`` + ``train_names``/
-``val_names``; read by ``msrnet_napari.data.load_pack`` / ``msrnet-train --pack``).
+``val_names``; read by ``msrnet_napari.training.data.load_pack`` / ``msrnet-train --pack``).
 If the compressed pack is larger than ``--max-mb``, every image is downsized
 (Lanczos, long side shrunk by 10 % per round) until it fits. The split is kept
 exactly (whole images; validation images are never trained on).
@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-from msrnet_napari.data import load_folder, save_pack  # noqa: E402
+from msrnet_napari.training.data import load_folder, save_pack  # noqa: E402
 
 
 def shrink(img: np.ndarray, max_side: int) -> np.ndarray:

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _random_checkpoint(folder: Path) -> Path:
     from msrnet_napari.config import MSRNetConfig
-    from msrnet_napari.model import MSRNet, init_weights, save_checkpoint
+    from msrnet_napari.training.model import MSRNet, init_weights, save_checkpoint
 
     model = init_weights(MSRNet(MSRNetConfig(depth=2, width=8)), seed=0)
     return save_checkpoint(model, folder / "random_weights.pt")

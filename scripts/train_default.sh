@@ -21,7 +21,7 @@ if [ ! -f data/pack.npz ]; then
 fi
 mkdir -p runs/cpu3
 git show 0c698d9:src/msrnet_napari/weights/msrnet_default.pt > runs/stage1_gpu2_best.pt
-"$PY" -m msrnet_napari.train --pack data/pack.npz --out runs/cpu3 \
+"$PY" -m msrnet_napari.training.train --pack data/pack.npz --out runs/cpu3 \
   --init runs/stage1_gpu2_best.pt --identity-start \
   --exposure-space linear --exposure-target 0.215 --gain-from image --degrade sensor \
   --batch 64 --crop 48 --lr 5e-4 --schedule cosine --warmup 100 --min-lr-frac 0.05 \

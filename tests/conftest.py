@@ -11,7 +11,7 @@ from msrnet_napari.config import MSRNetConfig
 def make_model(config: MSRNetConfig | None = None, seed: int = 0):
     """A torch MSRNet with deterministic random weights (eval mode)."""
     torch = pytest.importorskip("torch")
-    from msrnet_napari.model import MSRNet, init_weights
+    from msrnet_napari.training.model import MSRNet, init_weights
 
     torch.manual_seed(seed)
     return init_weights(MSRNet(config or MSRNetConfig()), seed=seed).eval()

@@ -4,8 +4,8 @@ import pytest
 pytest.importorskip("skimage")
 pytest.importorskip("scipy")
 
-from msrnet_napari import baselines  # noqa: E402
-from msrnet_napari.metrics import psnr, ssim  # noqa: E402
+from msrnet_napari.training import baselines  # noqa: E402
+from msrnet_napari.training.metrics import psnr, ssim  # noqa: E402
 
 
 def _dark(shape=(48, 64, 3)):

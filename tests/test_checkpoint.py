@@ -33,7 +33,7 @@ def _torch():
 
 def _model(config=SMALL, seed=0):
     _torch()
-    from msrnet_napari.model import MSRNet, init_weights
+    from msrnet_napari.training.model import MSRNet, init_weights
 
     return init_weights(MSRNet(config), seed=seed)
 
@@ -145,7 +145,7 @@ def _raw_payload(path):
 ])
 def test_round_trip_save_checkpoint_equals_torch_load(tmp_path, config):
     torch = _torch()
-    from msrnet_napari.model import save_checkpoint
+    from msrnet_napari.training.model import save_checkpoint
 
     model = _model(config, seed=3)
     path = save_checkpoint(model, tmp_path / "m.pt", step=1234,
@@ -168,7 +168,7 @@ def test_round_trip_save_checkpoint_equals_torch_load(tmp_path, config):
 
 def test_model_from_checkpoint_reproduces_outputs(tmp_path):
     torch = _torch()
-    from msrnet_napari.model import model_from_checkpoint, save_checkpoint
+    from msrnet_napari.training.model import model_from_checkpoint, save_checkpoint
 
     model = _model(SMALL, seed=5).eval()
     path = save_checkpoint(model, tmp_path / "m.pt")

@@ -61,7 +61,7 @@ def weights(engine, tmp_path, monkeypatch):
         ckpt = _random_checkpoint()
         monkeypatch.setattr(cli, "_resolve_weights", lambda path: ckpt)
         return [], ckpt
-    from msrnet_napari.model import MSRNet, init_weights, save_checkpoint
+    from msrnet_napari.training.model import MSRNet, init_weights, save_checkpoint
 
     path = save_checkpoint(init_weights(MSRNet(SMALL), seed=0), tmp_path / "w.pt")
     return ["--weights", str(path)], str(path)

@@ -41,7 +41,7 @@ def random_weights(config: MSRNetConfig, seed: int = 0) -> dict[str, np.ndarray]
     try:
         import torch  # noqa: F401
 
-        from msrnet_napari.model import MSRNet, init_weights
+        from msrnet_napari.training.model import MSRNet, init_weights
     except ImportError:
         rng = np.random.default_rng(seed)
         out = {}
@@ -95,7 +95,7 @@ def test_parity_with_cpu_engine(engines, shape):
 
 def test_parity_with_torch(default_model):
     torch = pytest.importorskip("torch")
-    from msrnet_napari.model import MSRNet
+    from msrnet_napari.training.model import MSRNet
 
     config, weights = default_model
     model = MSRNet(config).eval()

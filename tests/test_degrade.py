@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from msrnet_napari import degrade
+from msrnet_napari.training import degrade
 
 
 def _image(seed=0, shape=(40, 48, 3)):
@@ -54,6 +54,24 @@ def test_torch_version_matches_semantics():
 def test_srgb_roundtrip():
     x = np.linspace(0, 1, 1001, dtype=np.float32)
     np.testing.assert_allclose(degrade.linear_to_srgb(degrade.srgb_to_linear(x)), x, atol=1e-5)
+
+
+def test_srgb_curves_are_the_ones_of_exposure():
+    """One definition of the sRGB curves: degrade re-exports exposure's, never a copy."""
+    from msrnet_napari import exposure
+
+    assert degrade.srgb_to_linear is exposure.srgb_to_linear
+    assert degrade.linear_to_srgb is exposure.linear_to_srgb
+
+
+def test_to_float_is_the_training_convention():
+    """uint16 is always /65535 here (training data), unlike enhance()'s bit-depth rule."""
+    twelve_bit = np.array([[0, 4095, 65535]], np.uint16)
+    np.testing.assert_allclose(degrade.to_float(twelve_bit), [[0, 4095 / 65535, 1]], rtol=1e-6)
+    np.testing.assert_allclose(degrade.to_float(np.array([0, 255], np.uint8)), [0, 1])
+    np.testing.assert_array_equal(degrade.to_float(np.array([-0.5, 0.25, 2.0], np.float32)),
+                                  np.array([0, 0.25, 1], np.float32))
+    assert degrade.to_float(np.array([True, False])).dtype == np.float32
 
 
 def test_darken_levels_deterministic_monotonic_and_dtype():

@@ -13,7 +13,7 @@ from msrnet_napari.exposure import linear_to_srgb, srgb_to_linear
 
 torch = pytest.importorskip("torch")
 from msrnet_napari.config import MSRNetConfig  # noqa: E402
-from msrnet_napari.model import MSRNet, init_weights, save_checkpoint  # noqa: E402
+from msrnet_napari.training.model import MSRNet, init_weights, save_checkpoint  # noqa: E402
 
 CONFIG = MSRNetConfig(depth=3, width=8)
 
@@ -27,7 +27,7 @@ def ckpt_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(ckpt_path):
     """The PyTorch model on the same weights: [0,1] float HxWx3 -> raw float HxWx3."""
-    from msrnet_napari.model import model_from_checkpoint
+    from msrnet_napari.training.model import model_from_checkpoint
 
     model = model_from_checkpoint(ckpt_path)
 
@@ -223,7 +223,7 @@ def _space_mean(img: np.ndarray, space: str) -> float:
 
 
 def test_exposure_normalised_model_matches_reference(exposure_ckpt):
-    from msrnet_napari.model import model_from_checkpoint
+    from msrnet_napari.training.model import model_from_checkpoint
 
     model = model_from_checkpoint(exposure_ckpt)
     space, target = model.config.exposure_space, model.config.exposure_target

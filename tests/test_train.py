@@ -7,11 +7,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("skimage")
 PIL = pytest.importorskip("PIL.Image")
 
-from msrnet_napari import train  # noqa: E402
+from msrnet_napari.training import train  # noqa: E402
 from msrnet_napari.config import MSRNetConfig  # noqa: E402
-from msrnet_napari.data import CropSampler, load_pack, save_pack  # noqa: E402
-from msrnet_napari.degrade import synthesize_torch  # noqa: E402
-from msrnet_napari.model import MSRNet, init_weights  # noqa: E402
+from msrnet_napari.training.data import CropSampler, load_pack, save_pack  # noqa: E402
+from msrnet_napari.training.degrade import synthesize_torch  # noqa: E402
+from msrnet_napari.training.model import MSRNet, init_weights  # noqa: E402
 
 SMALL = ["--depth", "2", "--width", "8", "--crop", "16", "--batch", "4", "--val-size", "32",
          "--threads", "1", "--device", "cpu", "--log-every", "1"]
@@ -82,7 +82,7 @@ def test_init_keeps_weights_and_takes_new_exposure_settings(image_folder, tmp_pa
 
 
 def test_train_from_pack_with_time_limit(image_folder, tmp_path):
-    from msrnet_napari.data import load_folder
+    from msrnet_napari.training.data import load_folder
 
     folder, splits = image_folder
     pack = save_pack(tmp_path / "pack.npz", *load_folder(folder, splits))
@@ -116,7 +116,7 @@ def test_crop_sampler_context_pixels_come_from_the_crops_own_image():
 
 
 def test_val_set_gain_comes_from_the_whole_darkened_image():
-    from msrnet_napari.degrade import darken, to_float
+    from msrnet_napari.training.degrade import darken, to_float
     from msrnet_napari.exposure import srgb_to_linear
 
     img = np.zeros((64, 64, 3), dtype=np.uint8)
@@ -165,7 +165,7 @@ def test_lr_schedule():
 
 @pytest.mark.parametrize("space", ["display", "linear"])
 def test_identity_start_passes_the_normalised_input_through(space):
-    from msrnet_napari.model import identity_start
+    from msrnet_napari.training.model import identity_start
 
     config = MSRNetConfig(depth=3, width=8, exposure_target=0.2 if space == "linear" else 0.4,
                           exposure_space=space)
@@ -188,7 +188,7 @@ def test_average_checkpoints_script(tmp_path):
     from pathlib import Path
 
     from msrnet_napari.checkpoint import load_checkpoint
-    from msrnet_napari.model import save_checkpoint
+    from msrnet_napari.training.model import save_checkpoint
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "average_checkpoints.py"
     spec = importlib.util.spec_from_file_location("average_checkpoints", script)

@@ -30,7 +30,7 @@ def _fresh_cache():
 
 def _write(path: Path, config=SMALL, seed=0, **extra) -> Path:
     pytest.importorskip("torch")
-    from msrnet_napari.model import MSRNet, init_weights, save_checkpoint
+    from msrnet_napari.training.model import MSRNet, init_weights, save_checkpoint
 
     return save_checkpoint(init_weights(MSRNet(config), seed=seed), path, **extra)
 

@@ -27,7 +27,7 @@ def checkpoint(tmp_path_factory) -> Path:
     """A small random-weights MSR-net checkpoint (needs torch only to write it)."""
     pytest.importorskip("torch")
     from msrnet_napari.config import MSRNetConfig
-    from msrnet_napari.model import MSRNet, init_weights, save_checkpoint
+    from msrnet_napari.training.model import MSRNet, init_weights, save_checkpoint
 
     model = init_weights(MSRNet(MSRNetConfig(depth=2, width=8, exposure_target=0.4)), seed=0)
     return save_checkpoint(model, tmp_path_factory.mktemp("weights") / "random.pt")

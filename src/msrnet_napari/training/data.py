@@ -3,7 +3,7 @@
 The whole data set is small (tens of photographs, long side <= 1024), so it is
 loaded into memory once - on the GPU when training there - and every batch is
 cut from it with random crops, dihedral flips/rotations and the synthetic
-low-light model of :mod:`msrnet_napari.degrade`.
+low-light model of :mod:`msrnet_napari.training.degrade`.
 
 Sources:
 

@@ -11,7 +11,8 @@ Two families of darkening are mixed during training:
   ``a ~ logU(5e-5, 1e-3)`` and read noise ``b ~ logU(1e-4, 1e-3)``), re-apply the
   sRGB curve and quantise to 8 bits.
 
-Every function works on numpy arrays (channel-last, ``HxWx3`` or ``NxHxWx3``)
+The sRGB curves are those of :mod:`msrnet_napari.exposure` (re-exported here,
+never redefined). Every function works on numpy arrays (channel-last, ``HxWx3`` or ``NxHxWx3``)
 and - for the GPU training loop - on torch tensors (``NCHW``); this module only
 imports torch lazily when given tensors, so it is usable without torch.
 Randomness always comes from an explicit ``numpy.random.Generator`` /
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .exposure import _is_torch, linear_to_srgb, srgb_to_linear
+from ..exposure import _is_torch, linear_to_srgb, srgb_to_linear
 
 __all__ = [
     "LowLightParams", "DARKEN_LEVELS", "srgb_to_linear", "linear_to_srgb",
@@ -59,7 +60,14 @@ DARKEN_LEVELS: dict[int, tuple[float, float, float]] = {
 
 
 def to_float(image: np.ndarray) -> np.ndarray:
-    """uint8/uint16/bool/float -> float32 in [0, 1] (floats are only clipped)."""
+    """uint8/uint16/bool/float -> float32 in [0, 1] (floats are only clipped).
+
+    This is the **training data convention** (photos for training, evaluation and
+    the metrics: uint16 is always divided by 65535), not the enhancement scaling:
+    :func:`msrnet_napari.enhance` maps integers by their detected or given bit
+    depth (a 12-bit image stored as uint16 is divided by 4095) through
+    :mod:`msrnet_napari.normalize` / :mod:`msrnet_napari.intensity`.
+    """
     a = np.asarray(image)
     if a.dtype == np.uint8:
         return a.astype(np.float32) / 255.0

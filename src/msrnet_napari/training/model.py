@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint
-from .config import CHANNELS, MSRNetConfig, parameter_shapes
-from .exposure import apply_exposure_gain, srgb_to_linear
+from ..checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint
+from ..config import CHANNELS, MSRNetConfig, parameter_shapes
+from ..exposure import apply_exposure_gain, srgb_to_linear
 
 
 class MultiScaleLog(nn.Module):

@@ -12,7 +12,7 @@ Checkpoints (``model.save_checkpoint``): ``last.pt`` (with optimizer state,
 for ``--resume``) after every validation and at the end; ``best.pt`` (weights
 + metrics only) whenever the mean validation PSNR improves. Validation uses the
 held-out images darkened deterministically at levels 1-4
-(:func:`msrnet_napari.degrade.darken`); PSNR/SSIM of the clipped output.
+(:func:`msrnet_napari.training.degrade.darken`); PSNR/SSIM of the clipped output.
 """
 
 from __future__ import annotations
@@ -178,9 +178,9 @@ def make_val_set(val: dict[str, np.ndarray], size: int) -> list[tuple]:
     space to the mean of the whole dark image in it, so the exposure gain is the
     one enhance() would use for the whole image.
     """
-    from .config import EXPOSURE_SPACES
+    from ..config import EXPOSURE_SPACES
     from .degrade import DARKEN_LEVELS, darken, to_float
-    from .exposure import exposure_statistic
+    from ..exposure import exposure_statistic
 
     out = []
     for img in val.values():
@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from .config import MSRNetConfig
+    from ..config import MSRNetConfig
     from .data import CropSampler, load_dataset
     from .degrade import LowLightParams, synthesize_torch
     from .model import MSRNet, identity_start, init_weights, save_checkpoint
@@ -282,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         payload = torch.load(resume_path, map_location="cpu", weights_only=True)
         config = MSRNetConfig.from_dict(payload["config"])
     elif args.init:  # any checkpoint the safe loader reads (also bare state_dicts)
-        from .checkpoint import load_checkpoint
+        from ..checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(args.init)
         config = _with_exposure(ckpt.config, args)

@@ -73,8 +73,8 @@ class Trainer:
         import torch
 
         from ..config import MSRNetConfig
-        from ..model import MSRNet, identity_start, init_weights
-        from ..train import make_optimizer
+        from .model import MSRNet, identity_start, init_weights
+        from .train import make_optimizer
         from . import microscopy_data as md
 
         a = self.args
@@ -150,7 +150,7 @@ class Trainer:
         return {"psnr": float(np.mean(list(levels.values()))), "levels": levels}
 
     def save(self, name: str, val: dict[str, Any], with_optimizer: bool) -> None:
-        from ..model import save_checkpoint
+        from .model import save_checkpoint
 
         extra = {"step": self.step_no, "val_psnr": val["psnr"], "val_levels": val["levels"],
                  "best_val_psnr": max(self.best, val["psnr"]), "train_seconds": self.seconds,

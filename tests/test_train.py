@@ -183,17 +183,13 @@ def test_identity_start_passes_the_normalised_input_through(space):
     assert torch.equal(model.f2.convs[0].weight, conv0)  # f2's features are kept
 
 
-def test_average_checkpoints_script(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
+def test_average_checkpoints(tmp_path, capsys):
     from msrnet_napari.checkpoint import load_checkpoint
+    from msrnet_napari.training import average as avg
     from msrnet_napari.training.model import save_checkpoint
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "average_checkpoints.py"
-    spec = importlib.util.spec_from_file_location("average_checkpoints", script)
-    avg = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(avg)
+    assert avg.main([str(tmp_path / "avg.pt"), "only_one.pt"]) == 2  # usage
+    assert "OUT.pt A.pt B.pt" in capsys.readouterr().err
     config = MSRNetConfig(depth=2, width=8, exposure_target=0.2, exposure_space="linear")
     paths = [save_checkpoint(init_weights(MSRNet(config), seed=s), tmp_path / f"s{s}.pt", step=10 * s)
              for s in (1, 2, 3)]
@@ -207,3 +203,32 @@ def test_average_checkpoints_script(tmp_path):
                             tmp_path / "other.pt")
     with pytest.raises(SystemExit, match="differs"):
         avg.main([str(tmp_path / "bad.pt"), str(paths[0]), str(other)])
+
+
+def test_scripts_are_thin_entry_points_of_the_training_modules():
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    for script, module in (("average_checkpoints.py", "msrnet_napari.training.average"),
+                           ("make_data_pack.py", "msrnet_napari.training.data_pack")):
+        text = (scripts / script).read_text()
+        assert f"from {module} import main" in text and "def " not in text
+
+
+def test_data_pack_shrinks_until_it_fits(image_folder, tmp_path, capsys):
+    from msrnet_napari.training import data_pack
+
+    folder, splits = image_folder
+    out = tmp_path / "pack.npz"
+    big = np.zeros((40, 52, 3), np.uint8)
+    assert data_pack.shrink(big, 64) is big
+    assert data_pack.shrink(big, 26).shape == (20, 26, 3)
+    assert data_pack.main(["--images", str(folder), "--splits", str(splits), "--out", str(out),
+                           "--max-side", "48"]) == 0
+    tr, va = load_pack(out)
+    assert sorted(tr) == ["im0.png", "im1.png", "im2.png"] and list(va) == ["im3.png"]
+    assert all(a.shape == (37, 48, 3) and a.dtype == np.uint8 for a in [*tr.values(), *va.values()])
+    # a size limit no pack can meet: shrinks by 10 % per round down to below 128 px
+    assert data_pack.main(["--images", str(folder), "--splits", str(splits), "--out", str(out),
+                           "--max-mb", "0", "--max-side", "140"]) == 0
+    assert "max side 126" in capsys.readouterr().out

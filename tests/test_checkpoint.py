@@ -694,7 +694,7 @@ def test_non_tensor_weight_refused(tmp_path):
     ({"log_bases": [1.0, -2.0]}, "log_bases"),
     ({"log_bases": 5}, "bad config"),
     ("depth=3", "config is a str"),
-    ({"depth": 10**12, "width": 8, "f1_width": 4}, "cannot match"),
+    ({"depth": 10**12, "width": 8, "f1_width": 4}, "depth must be at most 64"),
 ])
 def test_bad_config(tmp_path, config, fragment):
     payload = _payload()

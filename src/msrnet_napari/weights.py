@@ -13,10 +13,17 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import Checkpoint, load_checkpoint
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    dangling_symlink_error,
+    file_kind,
+    load_checkpoint,
+)
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -57,14 +64,28 @@ def clear_cache() -> None:
 
 
 def _load_path(path: str | os.PathLike[str]) -> Checkpoint:
-    resolved = Path(os.fspath(path)).expanduser().resolve()
-    st = resolved.stat()  # FileNotFoundError for a missing file, as open() would
+    given = Path(os.fspath(path)).expanduser()
+    resolved = given.resolve()
+    try:
+        st = resolved.stat()  # FileNotFoundError for a missing file, as open() would
+    except FileNotFoundError:
+        dangling = dangling_symlink_error(given)
+        if dangling is not None:
+            raise dangling from None
+        raise
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block open(); refuse before opening
+        raise CheckpointError(f"cannot load checkpoint {given}: it is "
+                              f"{file_kind(st.st_mode)}, not a regular file")
     return _load_cached(str(resolved), st.st_mtime_ns, st.st_size)
 
 
 def resolve_weights(weights: Any = None) -> Checkpoint:
     """``None`` -> bundled default, path -> :func:`load_checkpoint` (cached),
-    :class:`Checkpoint` -> itself. Anything else is a ``TypeError``."""
+    :class:`Checkpoint` -> itself. Anything else is a ``TypeError``.
+
+    A path that is not a regular file (FIFO, device, directory) is a
+    :class:`CheckpointError` before anything is opened; a dangling symlink is a
+    ``FileNotFoundError`` that says so."""
     if weights is None:
         return _load_path(default_weights_path())
     if isinstance(weights, Checkpoint):

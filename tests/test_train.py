@@ -58,6 +58,36 @@ def test_train_writes_checkpoints_and_resumes(image_folder, tmp_path, capsys):
     assert "resumed from" in capsys.readouterr().out
 
 
+def test_trainer_setup_step_validate_save_and_resume(image_folder, tmp_path):
+    folder, splits = image_folder
+    argv = ["--images", str(folder), "--splits", str(splits), "--out", str(tmp_path / "t"),
+            "--steps", "2", "--exposure-target", "0.3"] + SMALL
+    trainer = train.Trainer(train.build_parser().parse_args(argv))
+    trainer.setup()
+    assert trainer.step_no == 0 and trainer.image_gain and len(trainer.val_set) == 4
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    loss = trainer.step(1e-3)
+    assert trainer.step_no == 1 and np.isfinite(float(loss))
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    val = trainer.validate()
+    assert trainer.best_psnr == val["psnr"] and sorted(val["levels"]) == ["1", "2", "3", "4"]
+    last = torch.load(tmp_path / "t" / "last.pt", weights_only=True)
+    best = torch.load(tmp_path / "t" / "best.pt", weights_only=True)
+    common = {"format", "version", "config", "state_dict", "step", "val_psnr", "val_ssim",
+              "val_levels", "best_val_psnr", "train_seconds", "train_config"}
+    assert set(last) == common | {"optimizer"} and set(best) == common
+    assert last["step"] == 1 and last["best_val_psnr"] == val["psnr"]
+    resumed = train.Trainer(train.build_parser().parse_args(argv + ["--resume"]))
+    resumed.setup()
+    assert resumed.step_no == 1 and resumed.best_psnr == pytest.approx(val["psnr"])
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[k], v)
+    assert resumed.optimizer.state_dict()["state"].keys() == trainer.optimizer.state_dict()["state"].keys()
+    resumed.fit()
+    assert resumed.step_no == 2 and resumed.finish()["psnr"] == resumed.last_val["psnr"]
+    assert _load(tmp_path / "t" / "last.pt") == 2
+
+
 def test_init_keeps_weights_and_takes_new_exposure_settings(image_folder, tmp_path):
     from msrnet_napari.checkpoint import load_checkpoint
 

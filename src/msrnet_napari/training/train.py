@@ -22,8 +22,9 @@ import math
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -238,6 +239,249 @@ def plain_args(args) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))}
 
 
+@dataclass
+class Trainer:
+    """The photo trainer: :meth:`setup`, then :meth:`step` ... with :meth:`validate`
+    (which also :meth:`save` s) every ``--val-every`` steps - the loop of :meth:`fit` -
+    and :meth:`finish`. Resumable (``--resume``: OUT/last.pt holds the optimizer state).
+
+    ``t0`` is the start of the wall clock that ``--time-limit`` counts from.
+    """
+
+    args: Any
+    t0: float = field(default_factory=time.monotonic)
+    step_no: int = 0
+    best_psnr: float = -math.inf
+    train_seconds: float = 0.0  # training time of earlier runs (--resume)
+    val_cost: float = 0.0  # seconds the last validation took
+    last_val: dict = field(default_factory=lambda: {"psnr": float("nan"), "ssim": float("nan"),
+                                                    "levels": {}})
+    validated_step: int = -1
+    validated_t: float = 0.0
+    t_loop: float = 0.0  # when this run's training (and its train_seconds) began
+    device: Any = None
+    amp: Any = None
+    params: Any = None
+    config: Any = None
+    model: Any = None
+    optimizer: Any = None
+    sampler: Any = None
+    generator: Any = None
+    val_set: list = field(default_factory=list)
+    image_gain: bool = False
+
+    @property
+    def out(self) -> Path:
+        return Path(self.args.out)
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        """Device, data, model (new, --init or --resume), optimizer, sampler, val set."""
+        import torch
+
+        from .data import CropSampler, load_dataset
+        from .degrade import LowLightParams
+
+        args = self.args
+        self.out.mkdir(parents=True, exist_ok=True)
+        if args.threads > 0:
+            torch.set_num_threads(args.threads)
+        device = self.device = pick_device(args.device)
+        self.params = LowLightParams(p_sensor=args.p_sensor)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.amp = torch.bfloat16 if (args.amp == "bf16" and device.type == "cuda") else None
+
+        train_imgs, val_imgs = load_dataset(images=args.images, splits=args.splits, pack=args.pack)
+        n_px = sum(a.shape[0] * a.shape[1] for a in train_imgs.values())
+        print(f"data: {len(train_imgs)} train images ({n_px / 1e6:.1f} MP), {len(val_imgs)} val; "
+              f"device {device}"
+              + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
+                 f", {torch.get_num_threads()} threads"), flush=True)
+
+        self._setup_model()
+        step = self.step_no
+        self.sampler = CropSampler(list(train_imgs.values()), args.crop, device=device,
+                                   seed=args.seed * 1_000_003 + step)
+        self.generator = torch.Generator(device=device).manual_seed(args.seed * 7919 + step + 1)
+        self.val_set = make_val_set(val_imgs, args.val_size)
+        self.image_gain = (self.config.exposure_target > 0 and args.gain_from == "image"
+                           and args.context_pixels > 0)
+        self.validated_t = self.t_loop = time.monotonic()
+
+    def _setup_model(self) -> None:
+        import torch
+
+        from ..config import MSRNetConfig
+        from .model import MSRNet, identity_start, init_weights
+
+        args = self.args
+        resume_path = self.out / "last.pt"
+        payload = None
+        if args.resume:
+            if not resume_path.is_file():
+                raise SystemExit(f"--resume: {resume_path} does not exist")
+            payload = torch.load(resume_path, map_location="cpu", weights_only=True)
+            config = MSRNetConfig.from_dict(payload["config"])
+        elif args.init:  # any checkpoint the safe loader reads (also bare state_dicts)
+            from ..checkpoint import load_checkpoint
+
+            ckpt = load_checkpoint(args.init)
+            config = _with_exposure(ckpt.config, args)
+            payload = {"state_dict": {k: torch.from_numpy(v.copy()) for k, v in ckpt.weights.items()}}
+        else:
+            bases = tuple(float(v) for v in str(args.log_bases).split(",") if v.strip())
+            config = _with_exposure(MSRNetConfig(log_bases=bases, depth=args.depth, width=args.width,
+                                                 f1_width=args.f1_width), args)
+        torch.manual_seed(args.seed)
+        model = init_weights(MSRNet(config), seed=args.seed)
+        if payload is not None:
+            model.load_state_dict(payload["state_dict"])
+        if args.identity_start and not args.resume:
+            identity_start(model)
+        model.to(self.device)
+        if args.channels_last:
+            model.to(memory_format=torch.channels_last)
+        optimizer = make_optimizer(model, args.lr, args.weight_decay)
+        if args.resume:
+            if "optimizer" in payload:
+                optimizer.load_state_dict(payload["optimizer"])
+            self.step_no = int(payload.get("step", 0))
+            self.best_psnr = float(payload.get("best_val_psnr",
+                                               payload.get("val_psnr", -float("inf"))))
+            self.train_seconds = float(payload.get("train_seconds", 0.0))
+            print(f"resumed from {resume_path} at step {self.step_no} "
+                  f"(best val PSNR {self.best_psnr:.2f})", flush=True)
+        del payload
+        self.config, self.model, self.optimizer = config, model, optimizer
+        print(f"model: {config.to_dict()}, {sum(p.numel() for p in model.parameters())} params",
+              flush=True)
+
+    # ------------------------------------------------------------------ step
+    def step(self, lr: float):
+        """One optimizer step at learning rate ``lr`` on a fresh batch; returns the loss
+        (a detached tensor, so that the caller does not synchronise every step)."""
+        import torch
+
+        from .degrade import synthesize_torch
+
+        args, model = self.args, self.model
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        gain = None
+        if self.image_gain:  # darken crop and context pixels with the same parameters
+            bright, context = self.sampler.sample(args.batch, context=args.context_pixels)
+            both = synthesize_torch(torch.cat([bright, context], dim=3), self.generator,
+                                    params=self.params, mode=args.degrade)
+            dark = both[..., :args.crop].contiguous()
+            gain = model.exposure_gain(both[..., args.crop:])
+        else:
+            bright = self.sampler.sample(args.batch)
+            dark = synthesize_torch(bright, self.generator, params=self.params, mode=args.degrade)
+        if args.channels_last:
+            bright = bright.contiguous(memory_format=torch.channels_last)
+            dark = dark.contiguous(memory_format=torch.channels_last)
+        loss = train_step(model, self.optimizer, dark, bright, args.clip_grad, self.amp, gain)
+        self.step_no += 1
+        return loss
+
+    # ------------------------------------------------------------------ validate / save
+    def save(self, kind: str, val: dict) -> None:
+        """Write OUT/<kind>.pt; ``last`` also carries the optimizer state (for --resume)."""
+        from .model import save_checkpoint
+
+        best = self.best_psnr
+        extra = {
+            "step": self.step_no,
+            "val_psnr": val["psnr"],
+            "val_ssim": val["ssim"],
+            "val_levels": val["levels"],
+            "best_val_psnr": max(best, val["psnr"]) if val["psnr"] == val["psnr"] else best,
+            "train_seconds": self.train_seconds + (time.monotonic() - self.t_loop),
+            "train_config": plain_args(self.args),
+        }
+        if kind == "last":
+            extra["optimizer"] = self.optimizer.state_dict()
+        save_checkpoint(self.model, self.out / f"{kind}.pt", **extra)
+
+    def validate(self) -> dict:
+        """Validate, report, and save best.pt (when improved or missing), last.pt and,
+        with --keep-val-checkpoints, val_step<N>.pt."""
+        step, out = self.step_no, self.out
+        self.validated_step = step
+        tv = time.monotonic()
+        val = evaluate(self.model, self.val_set, self.device, self.amp) if self.val_set \
+            else self.last_val
+        self.val_cost = time.monotonic() - tv
+        levels = " ".join(f"L{k}:{v[0]:.2f}/{v[1]:.3f}" for k, v in val["levels"].items())
+        improved = val["psnr"] > self.best_psnr
+        print(f"val step {step}: PSNR {val['psnr']:.3f} SSIM {val['ssim']:.4f} [{levels}] "
+              f"({self.val_cost:.1f}s){' *best*' if improved else ''}", flush=True)
+        if improved or not (out / "best.pt").exists():
+            self.best_psnr = max(self.best_psnr, val["psnr"])
+            self.save("best", val)
+        self.last_val = val
+        self.save("last", val)
+        if self.args.keep_val_checkpoints and step > 0:
+            self.save(f"val_step{step}", val)
+        self.validated_t = time.monotonic()
+        return val
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, stop: Callable[[], bool] = lambda: False) -> None:
+        """Train until --steps, --time-limit or ``stop()``, validating (and saving) at
+        step 0 and every --val-every steps / --val-every-s seconds; then call :meth:`finish`."""
+        import torch
+
+        args, t0 = self.args, self.t0
+        self.validated_step, self.validated_t = -1, time.monotonic()
+        budget = args.time_limit
+        start_step = self.step_no
+        self.t_loop = time.monotonic()
+        t_log, step_log, n_acc = self.t_loop, self.step_no, 0
+        loss_sum = torch.zeros((), device=self.device)
+        if self.step_no == 0 and self.val_set:
+            self.validate()  # untrained baseline; also measures the cost of a validation
+        self.model.train()
+        print(f"training from step {self.step_no} to {args.steps}"
+              + (f", time limit {budget:.0f}s" if budget else ""), flush=True)
+        while self.step_no < args.steps and not stop():
+            elapsed = time.monotonic() - t0
+            if budget and elapsed + 1.5 * self.val_cost + 5.0 >= budget:
+                print(f"time limit reached ({elapsed:.0f}s of {budget:.0f}s)", flush=True)
+                break
+            lr = lr_at(self.step_no, args, elapsed, budget)
+            loss_sum += self.step(lr)
+            n_acc += 1
+            step = self.step_no
+            if step % args.log_every == 0 or step == args.steps:
+                loss = float(loss_sum) / max(1, n_acc)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss} at step {step}")
+                now = time.monotonic()
+                rate = (step - step_log) * args.batch / max(now - t_log, 1e-9)
+                steps_per_s = (step - start_step) / max(now - self.t_loop, 1e-9)
+                eta = (args.steps - step) / max(steps_per_s, 1e-9)
+                if budget:
+                    eta = min(eta, budget - (now - t0))
+                print(f"step {step}/{args.steps} loss {loss:.5f} lr {lr:.2e} "
+                      f"{rate:.0f} img/s {steps_per_s:.2f} it/s elapsed {fmt_time(now - t0)} "
+                      f"ETA {fmt_time(eta)}", flush=True)
+                t_log, step_log, n_acc = now, step, 0
+                loss_sum.zero_()
+            if (args.val_every and step % args.val_every == 0) or (
+                    args.val_every_s and time.monotonic() - self.validated_t >= args.val_every_s):
+                self.validate()
+
+    def finish(self) -> dict:
+        """Validate and save unless the last step was just validated; the last validation."""
+        if self.validated_step != self.step_no or not (self.out / "last.pt").exists():
+            return self.validate()
+        return self.last_val
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.pack and not args.images:
@@ -245,80 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0.0 <= args.p_sensor <= 1.0:
         raise SystemExit(f"msrnet-train: --p-sensor must lie in [0, 1], got {args.p_sensor}")
 
-    import torch
-
-    from ..config import MSRNetConfig
-    from .data import CropSampler, load_dataset
-    from .degrade import LowLightParams, synthesize_torch
-    from .model import MSRNet, identity_start, init_weights, save_checkpoint
-
-    t0 = T_START if argv is None else time.monotonic()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    params = LowLightParams(p_sensor=args.p_sensor)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    amp = torch.bfloat16 if (args.amp == "bf16" and device.type == "cuda") else None
-
-    train_imgs, val_imgs = load_dataset(images=args.images, splits=args.splits, pack=args.pack)
-    n_px = sum(a.shape[0] * a.shape[1] for a in train_imgs.values())
-    print(f"data: {len(train_imgs)} train images ({n_px / 1e6:.1f} MP), {len(val_imgs)} val; "
-          f"device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
-             f", {torch.get_num_threads()} threads"), flush=True)
-
-    # ---- model / optimizer / resume
-    step, best_psnr, train_seconds = 0, -float("inf"), 0.0
-    resume_path = out / "last.pt"
-    payload = None
-    if args.resume:
-        if not resume_path.is_file():
-            raise SystemExit(f"--resume: {resume_path} does not exist")
-        payload = torch.load(resume_path, map_location="cpu", weights_only=True)
-        config = MSRNetConfig.from_dict(payload["config"])
-    elif args.init:  # any checkpoint the safe loader reads (also bare state_dicts)
-        from ..checkpoint import load_checkpoint
-
-        ckpt = load_checkpoint(args.init)
-        config = _with_exposure(ckpt.config, args)
-        payload = {"state_dict": {k: torch.from_numpy(v.copy()) for k, v in ckpt.weights.items()}}
-    else:
-        bases = tuple(float(v) for v in str(args.log_bases).split(",") if v.strip())
-        config = _with_exposure(MSRNetConfig(log_bases=bases, depth=args.depth, width=args.width,
-                                             f1_width=args.f1_width), args)
-    torch.manual_seed(args.seed)
-    model = init_weights(MSRNet(config), seed=args.seed)
-    if payload is not None:
-        model.load_state_dict(payload["state_dict"])
-    if args.identity_start and not args.resume:
-        identity_start(model)
-    model.to(device)
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, args.lr, args.weight_decay)
-    if args.resume:
-        if "optimizer" in payload:
-            optimizer.load_state_dict(payload["optimizer"])
-        step = int(payload.get("step", 0))
-        best_psnr = float(payload.get("best_val_psnr", payload.get("val_psnr", -float("inf"))))
-        train_seconds = float(payload.get("train_seconds", 0.0))
-        print(f"resumed from {resume_path} at step {step} (best val PSNR {best_psnr:.2f})",
-              flush=True)
-    del payload
-    print(f"model: {config.to_dict()}, {sum(p.numel() for p in model.parameters())} params",
-          flush=True)
-
-    sampler = CropSampler(list(train_imgs.values()), args.crop, device=device,
-                          seed=args.seed * 1_000_003 + step)
-    gen = torch.Generator(device=device).manual_seed(args.seed * 7919 + step + 1)
-    val_set = make_val_set(val_imgs, args.val_size)
-
-    image_gain = config.exposure_target > 0 and args.gain_from == "image" and args.context_pixels > 0
+    trainer = Trainer(args, t0=T_START if argv is None else time.monotonic())
+    trainer.setup()
     stop = {"flag": False}
 
     def on_signal(signum, frame):  # noqa: ARG001
@@ -331,109 +503,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             old_handlers[sig] = signal.signal(sig, on_signal)
         except ValueError:  # not the main thread
             pass
-
-    last_val = {"psnr": float("nan"), "ssim": float("nan"), "levels": {}}
-    val_cost = 0.0
-
-    def save(kind: str, val: dict) -> None:
-        extra = {
-            "step": step,
-            "val_psnr": val["psnr"],
-            "val_ssim": val["ssim"],
-            "val_levels": val["levels"],
-            "best_val_psnr": max(best_psnr, val["psnr"]) if val["psnr"] == val["psnr"] else best_psnr,
-            "train_seconds": train_seconds + (time.monotonic() - t_loop),
-            "train_config": plain_args(args),
-        }
-        if kind == "last":
-            extra["optimizer"] = optimizer.state_dict()
-        save_checkpoint(model, out / f"{kind}.pt", **extra)
-
-    validated_at = {"step": -1, "t": time.monotonic()}
-
-    def validate() -> dict:
-        nonlocal best_psnr, val_cost, last_val
-        validated_at["step"] = step
-        tv = time.monotonic()
-        val = evaluate(model, val_set, device, amp) if val_set else last_val
-        val_cost = time.monotonic() - tv
-        levels = " ".join(f"L{k}:{v[0]:.2f}/{v[1]:.3f}" for k, v in val["levels"].items())
-        improved = val["psnr"] > best_psnr
-        print(f"val step {step}: PSNR {val['psnr']:.3f} SSIM {val['ssim']:.4f} [{levels}] "
-              f"({val_cost:.1f}s){' *best*' if improved else ''}", flush=True)
-        if improved or not (out / "best.pt").exists():
-            best_psnr = max(best_psnr, val["psnr"])
-            save("best", val)
-        last_val = val
-        save("last", val)
-        if args.keep_val_checkpoints and step > 0:
-            save(f"val_step{step}", val)
-        validated_at["t"] = time.monotonic()
-        return val
-
-    budget = args.time_limit
-    start_step = step
-    t_loop = time.monotonic()
-    t_log, step_log, n_acc = t_loop, step, 0
-    loss_sum = torch.zeros((), device=device)
-    if step == 0 and val_set:
-        validate()  # untrained baseline; also measures the cost of a validation
-    model.train()
-    print(f"training from step {step} to {args.steps}"
-          + (f", time limit {budget:.0f}s" if budget else ""), flush=True)
     try:
-        while step < args.steps and not stop["flag"]:
-            elapsed = time.monotonic() - t0
-            if budget and elapsed + 1.5 * val_cost + 5.0 >= budget:
-                print(f"time limit reached ({elapsed:.0f}s of {budget:.0f}s)", flush=True)
-                break
-            lr = lr_at(step, args, elapsed, budget)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            gain = None
-            if image_gain:  # darken crop and context pixels with the same parameters
-                bright, context = sampler.sample(args.batch, context=args.context_pixels)
-                both = synthesize_torch(torch.cat([bright, context], dim=3), gen, params=params,
-                                        mode=args.degrade)
-                dark = both[..., :args.crop].contiguous()
-                gain = model.exposure_gain(both[..., args.crop:])
-            else:
-                bright = sampler.sample(args.batch)
-                dark = synthesize_torch(bright, gen, params=params, mode=args.degrade)
-            if args.channels_last:
-                bright = bright.contiguous(memory_format=torch.channels_last)
-                dark = dark.contiguous(memory_format=torch.channels_last)
-            loss_sum += train_step(model, optimizer, dark, bright, args.clip_grad, amp, gain)
-            n_acc += 1
-            step += 1
-            if step % args.log_every == 0 or step == args.steps:
-                loss = float(loss_sum) / max(1, n_acc)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss} at step {step}")
-                now = time.monotonic()
-                rate = (step - step_log) * args.batch / max(now - t_log, 1e-9)
-                steps_per_s = (step - start_step) / max(now - t_loop, 1e-9)
-                eta = (args.steps - step) / max(steps_per_s, 1e-9)
-                if budget:
-                    eta = min(eta, budget - (now - t0))
-                print(f"step {step}/{args.steps} loss {loss:.5f} lr {lr:.2e} "
-                      f"{rate:.0f} img/s {steps_per_s:.2f} it/s elapsed {fmt_time(now - t0)} "
-                      f"ETA {fmt_time(eta)}", flush=True)
-                t_log, step_log, n_acc = now, step, 0
-                loss_sum.zero_()
-            if (args.val_every and step % args.val_every == 0) or (
-                    args.val_every_s and time.monotonic() - validated_at["t"] >= args.val_every_s):
-                validate()
+        trainer.fit(lambda: stop["flag"])
     finally:
         for sig, h in old_handlers.items():
             signal.signal(sig, h)
-    if validated_at["step"] != step or not (out / "last.pt").exists():
-        val = validate()
-    else:
-        val = last_val
-    total = time.monotonic() - t0
-    print(f"done: step {step}, best val PSNR {best_psnr:.3f}, last {val['psnr']:.3f}, "
-          f"wall {total:.0f}s -> {out / 'best.pt'}", flush=True)
+    val = trainer.finish()
+    total = time.monotonic() - trainer.t0
+    print(f"done: step {trainer.step_no}, best val PSNR {trainer.best_psnr:.3f}, "
+          f"last {val['psnr']:.3f}, wall {total:.0f}s -> {trainer.out / 'best.pt'}", flush=True)
     return 0
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from . import _core
 from .checkpoint import Checkpoint
 
-__all__ = ["Cancelled", "Engine", "cuda_available", "simd_level"]
+__all__ = ["Cancelled", "Engine", "cuda_available"]
 
 Cancelled = _core.Cancelled  # raised by Engine.run when progress(...) returned False
 
@@ -31,11 +31,6 @@ def cuda_available() -> bool:
         return _core.cuda_device_count() > 0
     except Exception:  # broken driver: behave like no GPU
         return False
-
-
-def simd_level() -> str:
-    """Instruction set of the CPU kernels on this machine ("avx512", "avx2", "generic")."""
-    return _core.simd_level()
 
 
 class Engine:

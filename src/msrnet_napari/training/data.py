@@ -149,9 +149,6 @@ class CropSampler:
         self.probs = counts / counts.sum()
         self.rng = np.random.default_rng(seed)
 
-    def state(self) -> dict:
-        return {"bit_generator": self.rng.bit_generator.state}
-
     def sample(self, batch: int, context: int = 0):
         """``batch`` crops (N x 3 x crop x crop); with ``context`` > 0 also
         ``(crops, ctx)``: ctx holds about ``context`` pixels drawn at random from

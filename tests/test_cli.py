@@ -22,7 +22,9 @@ import pytest
 
 from msrnet_napari import cli
 from msrnet_napari import image_files as imf
-from msrnet_napari.config import MSRNetConfig, parameter_shapes
+from msrnet_napari.config import MSRNetConfig
+
+from conftest import random_weights
 
 imageio = pytest.importorskip("imageio.v3")
 tifffile = pytest.importorskip("tifffile")
@@ -35,16 +37,9 @@ TILE = "32"
 
 
 def _random_checkpoint():
-    from msrnet_napari.checkpoint import Checkpoint
-
-    rng = np.random.default_rng(0)
-    weights = {}
-    for name, shape in parameter_shapes(SMALL).items():
-        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-        scale = np.sqrt(2.0 / fan_in) if name.endswith("weight") else 0.01
-        weights[name] = (rng.standard_normal(shape) * scale).astype(np.float32)
-    weights["f3.weight"] = np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1)
-    return Checkpoint(SMALL, weights, {}, "<test>")
+    ckpt = random_weights(SMALL, seed=0)
+    ckpt.weights["f3.weight"] = np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1)
+    return ckpt
 
 
 @pytest.fixture
@@ -59,7 +54,7 @@ def weights(engine, tmp_path, monkeypatch):
         import torch  # noqa: F401
     except ImportError:
         ckpt = _random_checkpoint()
-        monkeypatch.setattr(cli, "_resolve_weights", lambda path: ckpt)
+        monkeypatch.setattr(cli, "_resolve_weights", lambda *args: ckpt)
         return [], ckpt
     from msrnet_napari.training.model import MSRNet, init_weights, save_checkpoint
 
@@ -412,19 +407,22 @@ def test_no_images_found(tmp_path, capsys):
     assert "no image files" in capsys.readouterr().err
 
 
-def test_missing_default_weights(engine, tmp_path, capsys):
-    from msrnet_napari.weights import default_weights_path
+@pytest.mark.parametrize("model", ["auto", "photo", "microscopy"])
+def test_missing_default_weights(engine, tmp_path, capsys, monkeypatch, model):
+    from msrnet_napari import models, weights
 
-    try:
-        default_weights_path()
-        pytest.skip("this build bundles default weights")
-    except FileNotFoundError:
-        pass
-    imageio.imwrite(tmp_path / "a.png", _dark((16, 16), np.uint8))
-    imageio.imwrite(tmp_path / "b.png", _dark((16, 16), np.uint8))
-    assert cli.main([str(tmp_path), "-o", str(tmp_path / "o")]) == 1
+    empty = tmp_path / "no_weights"
+    empty.mkdir()
+    monkeypatch.setattr(models, "_WEIGHTS_DIR", empty)  # an install without bundled models
+    monkeypatch.setattr(weights, "_WEIGHTS_DIR", empty)
+    assert models.available_models() == []
+    images = tmp_path / "in"
+    images.mkdir()
+    imageio.imwrite(images / "a.png", _dark((16, 16), np.uint8))
+    imageio.imwrite(images / "b.png", _dark((16, 16), np.uint8))
+    assert cli.main([str(images), "-o", str(tmp_path / "o"), "--model", model]) == 1
     err = capsys.readouterr().err
-    assert err.count("error:") == 1 and "weights" in err
+    assert err.count("error:") == 1 and "weights" in err and "not installed" in err
     assert not (tmp_path / "o").exists() or os.listdir(tmp_path / "o") == []
 
 

@@ -1,8 +1,8 @@
 """CUDA engine (_core.CudaEngine): parity with the CPU engine, tiling, progress/cancel.
 
 Skipped unless the extension was built with CUDA *and* a GPU is usable.
-Weights come from the torch reference (init_weights) when torch is installed,
-else from numpy with the shapes of ``config.parameter_shapes``.
+Weights come from ``conftest.random_weights`` (no torch needed; only the parity
+test against the torch reference needs torch).
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import math
 import numpy as np
 import pytest
 
-from msrnet_napari.config import MSRNetConfig, parameter_shapes
+from msrnet_napari.config import MSRNetConfig
+
+from conftest import random_weights as conftest_random_weights
 
 _core = pytest.importorskip("msrnet_napari._core")
 
@@ -37,28 +39,7 @@ TOL = 1e-3
 
 
 def random_weights(config: MSRNetConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    """init_weights(seed) of the torch reference when available, else numpy He-normal."""
-    try:
-        import torch  # noqa: F401
-
-        from msrnet_napari.training.model import MSRNet, init_weights
-    except ImportError:
-        rng = np.random.default_rng(seed)
-        out = {}
-        for name, shape in parameter_shapes(config).items():
-            if name.endswith(".bias"):
-                out[name] = (rng.standard_normal(shape) * 0.01).astype(np.float32)
-            else:
-                fan_in = int(np.prod(shape[1:]))
-                w = rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)
-                if name == "f2.fuse.weight":
-                    w *= 0.1
-                out[name] = w.astype(np.float32)
-        out["f3.weight"] = (np.eye(3, dtype=np.float32)
-                            + 0.1 * rng.standard_normal((3, 3)).astype(np.float32))[:, :, None, None]
-        return out
-    model = init_weights(MSRNet(config), seed=seed).eval()
-    return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in model.state_dict().items()}
+    return conftest_random_weights(config, seed).weights
 
 
 def random_image(h: int, w: int, seed: int = 1) -> np.ndarray:

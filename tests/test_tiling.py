@@ -11,22 +11,13 @@ import numpy as np
 import pytest
 
 from msrnet_napari import _core
-from msrnet_napari.config import MSRNetConfig, parameter_shapes
+from msrnet_napari.config import MSRNetConfig
 
-
-def random_weights(config: MSRNetConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    """He-scaled random weights, no torch needed."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, shape in parameter_shapes(config).items():
-        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-        std = np.sqrt(2.0 / fan_in) if len(shape) > 1 else 0.01
-        out[name] = (rng.standard_normal(shape) * std).astype(np.float32)
-    return out
+from conftest import random_weights
 
 
 def engine(config: MSRNetConfig, seed: int = 0):
-    return _core.Engine(config.engine_dict(), random_weights(config, seed))
+    return _core.Engine(config.engine_dict(), random_weights(config, seed).weights)
 
 
 CONFIGS = [MSRNetConfig(), MSRNetConfig(log_bases=(1.0, 50.0), depth=3, width=8, f1_width=5)]
@@ -56,7 +47,7 @@ def test_tiles_smaller_than_halo():
 def test_generic_kernels_match(monkeypatch):
     """The portable kernel build gives the same result as the dispatched one."""
     config = CONFIGS[0]
-    weights = random_weights(config, 3)
+    weights = random_weights(config, 3).weights
     img = np.random.default_rng(3).random((40, 33, 3), dtype=np.float32)
     fast = _core.Engine(config.engine_dict(), weights).run(img, tile=16)
     monkeypatch.setenv("MSRNET_SIMD", "generic")
@@ -70,10 +61,10 @@ MEMORY_SCRIPT = textwrap.dedent("""
     import numpy as np
     sys.path[:0] = {paths!r}
     from msrnet_napari import _core
-    from test_tiling import random_weights
+    from conftest import random_weights
     from msrnet_napari.config import MSRNetConfig
     cfg = MSRNetConfig(depth=2, width=32)
-    eng = _core.Engine(cfg.engine_dict(), random_weights(cfg))
+    eng = _core.Engine(cfg.engine_dict(), random_weights(cfg).weights)
     img = np.random.default_rng(0).random((2048, 2048, 3), dtype=np.float32)
     eng.run(img[:64, :64].copy())
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -25,6 +25,35 @@ using namespace msrnet;
 
 namespace {
 
+// Upper bound of the `threads` argument: more OpenMP threads than this is a
+// caller bug (and libgomp aborts the process when it cannot create them).
+constexpr int kMaxThreads = 1024;
+
+// Architecture limits: the one definition is msrnet_napari.config (MAX_DEPTH,
+// MAX_WIDTH, MAX_F1_WIDTH, MAX_LOG_BASES); read once, with these fallbacks if
+// the module cannot be imported (the extension used on its own).
+struct ArchLimits {
+    int depth = 64, width = 256, f1_width = 64, log_bases = 16;
+};
+
+const ArchLimits& arch_limits() {
+    static const ArchLimits limits = [] {
+        ArchLimits l;
+        try {
+            py::module_ cfg = py::module_::import("msrnet_napari.config");
+            l.depth = cfg.attr("MAX_DEPTH").cast<int>();
+            l.width = cfg.attr("MAX_WIDTH").cast<int>();
+            l.f1_width = cfg.attr("MAX_F1_WIDTH").cast<int>();
+            l.log_bases = cfg.attr("MAX_LOG_BASES").cast<int>();
+        } catch (const std::exception&) {
+            PyErr_Clear();
+            l = ArchLimits();
+        }
+        return l;
+    }();
+    return limits;
+}
+
 ModelSpec spec_from_dict(const py::dict& cfg) {
     ModelSpec spec;
     for (auto item : cfg) {
@@ -40,11 +69,16 @@ ModelSpec spec_from_dict(const py::dict& cfg) {
     if (cfg.contains("depth")) spec.depth = cfg["depth"].cast<int>();
     if (cfg.contains("width")) spec.width = cfg["width"].cast<int>();
     if (cfg.contains("f1_width")) spec.f1_width = cfg["f1_width"].cast<int>();
-    if (spec.log_bases.empty() || spec.log_bases.size() > 64)
-        throw py::value_error("log_bases must hold 1..64 scales");
-    if (spec.depth < 1 || spec.width < 1 || spec.f1_width < 1 || spec.depth > 1024 ||
-        spec.width > 4096 || spec.f1_width > 4096)
-        throw py::value_error("depth, width and f1_width must be positive (and sane)");
+    const ArchLimits& lim = arch_limits();
+    if (spec.log_bases.empty() || spec.log_bases.size() > static_cast<size_t>(lim.log_bases))
+        throw py::value_error("log_bases must hold 1.." + std::to_string(lim.log_bases) +
+                              " scales");
+    if (spec.depth < 1 || spec.width < 1 || spec.f1_width < 1 || spec.depth > lim.depth ||
+        spec.width > lim.width || spec.f1_width > lim.f1_width)
+        throw py::value_error("depth, width and f1_width must lie in 1.." +
+                              std::to_string(lim.depth) + ", 1.." + std::to_string(lim.width) +
+                              " and 1.." + std::to_string(lim.f1_width) +
+                              " (msrnet_napari.config.MAX_*)");
     for (float v : spec.log_bases)
         if (!(v > 0.0f)) throw py::value_error("log_bases must all be > 0");
     return spec;
@@ -156,7 +190,9 @@ template <class RunFn>
 py::array_t<float> run_image(const py::array& image, int tile, int threads,
                              const py::object& progress, RunFn&& fn) {
     if (tile < 1) throw py::value_error("tile must be >= 1");
-    if (threads < 0) throw py::value_error("threads must be >= 0");
+    if (threads < 0 || threads > kMaxThreads)
+        throw py::value_error("threads must lie in 0.." + std::to_string(kMaxThreads) +
+                              " (0 = all cores), got " + std::to_string(threads));
     if (!progress.is_none() && !PyCallable_Check(progress.ptr()))
         throw py::type_error("progress must be callable or None");
     const auto [H, W] = check_image(image);

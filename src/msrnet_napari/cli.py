@@ -2,7 +2,7 @@
 
     msrnet-enhance IN [IN ...] -o OUTDIR [--weights CKPT] [--tile N] [--threads N]
                    [--device auto|cpu|cuda] [--suffix S] [--format keep|png|tif]
-                   [--bit-depth N] [--overwrite] [--quiet]
+                   [--bit-depth N] [--max-pixels N] [--overwrite] [--quiet]
 
 Each input is a file or a folder (its image files, not recursive; hidden files
 skipped). ``IN/<stem>.<ext>`` is written to ``OUTDIR/<stem><suffix>.<ext>``
@@ -11,7 +11,8 @@ even with ``--overwrite``, which only allows replacing earlier outputs.
 
 Exit status: 0 all files enhanced, 1 some failed (each reported on stderr as
 ``error: <file>: <reason>``), 2 usage error, 130 interrupted (Ctrl-C: the
-running enhancement is cancelled and no partial output is left behind).
+running enhancement is cancelled and no partial output is left behind), 143
+terminated (SIGTERM: the file being written is removed at once).
 
 No torch and no napari are imported here; images are read/written by
 :mod:`msrnet_napari.image_files` (the ``io`` extra: imageio, tifffile, tqdm).
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import stat
 import sys
 import threading
 from dataclasses import dataclass
@@ -32,17 +34,22 @@ import numpy as np
 
 from . import __version__
 from .image_files import (
+    DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageMeta,
     MissingDependencyError,
     check_writable,
+    dangling_symlink_error,
+    file_kind,
     read_image,
+    remove_partial_files,
     require_io,
     write_image,
 )
 
 PROG = "msrnet-enhance"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TERMINATED = 128 + 15  # SIGTERM
 
 _FORMAT_EXT = {"png": ".png", "tif": ".tif"}
 
@@ -52,12 +59,17 @@ Data type, shape, page count and colour layout are kept. JPEG input is written
 as JPEG with quality 95 (lossy): use --format png or --format tif for a lossless
 copy. A multi-page TIFF can only be written as TIFF.
 
-exit status: 0 all ok, 1 some files failed, 2 usage error, 130 interrupted.
+exit status: 0 all ok, 1 some files failed, 2 usage error, 130 interrupted,
+143 terminated (SIGTERM).
 """
 
 
 class _Interrupted(Exception):
     """Ctrl-C was pressed; stop after cleaning up."""
+
+
+class _Terminated(BaseException):
+    """SIGTERM: leave now (a BaseException, so no ``except Exception`` swallows it)."""
 
 
 class _Fatal(Exception):
@@ -71,25 +83,36 @@ class CancelToken(threading.Event):
         return self.is_set()
 
 
-def _positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def _int(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not an integer: {text[:40]!r}") from None
+
+
+def _int_in(low: int, high: int, what: str = "") -> Callable[[str], int]:
+    """argparse type: an integer in low..high (a clear usage error otherwise)."""
+    def parse(text: str) -> int:
+        value = _int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must lie in {low}..{high}{what}, got {value}")
+        return value
+
+    return parse
+
+
+def _input_problem(path: Path) -> Optional[str]:
+    """Why ``path`` cannot be read as a file (dangling symlink, FIFO...), or None."""
+    dangling = dangling_symlink_error(path)
+    if dangling is not None:
+        return f"{path}: {dangling.strerror}"
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    if not stat.S_ISREG(mode):
+        return f"{path} is {file_kind(mode)}, not a regular file"
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,11 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gain", type=float, default=None, metavar="G",
                         help="linear (microscopy) model: multiply the signal above the dark "
                              "level by G, like a G-times longer exposure (default: 1, restore)")
-    parser.add_argument("--tile", type=_non_negative_int, default=None, metavar="N",
+    from .enhance import MAX_THREADS, MAX_TILE  # the limits enhance() enforces
+
+    parser.add_argument("--tile", type=_int_in(0, MAX_TILE), default=None, metavar="N",
                         help="tile edge in pixels; memory is bounded by the tile "
                              "(0 = whole image; default: 256 on the CPU, 2048 on CUDA)")
-    parser.add_argument("--threads", type=_non_negative_int, default=0, metavar="N",
-                        help="CPU threads (0 = all cores; default: %(default)s)")
+    parser.add_argument("--threads", type=_int_in(0, MAX_THREADS, " (0 = all cores)"),
+                        default=0, metavar="N",
+                        help=f"CPU threads, at most {MAX_THREADS} (0 = all cores; "
+                             f"default: %(default)s)")
+    parser.add_argument("--max-pixels", type=_int_in(1, 1 << 40), default=DEFAULT_MAX_PIXELS,
+                        metavar="N",
+                        help="refuse images with more pixels than this (all pages together; "
+                             "checked before decoding; default: %(default)s = 2**28)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="compute device (default: %(default)s = CUDA if available)")
     parser.add_argument("--suffix", default="_msrnet",
@@ -128,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "write --suffix=-x for values starting with '-')")
     parser.add_argument("--format", choices=("keep", "png", "tif"), default="keep",
                         help="output format: same as input, PNG or TIFF (default: %(default)s)")
-    parser.add_argument("--bit-depth", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--bit-depth", type=_int_in(1, 32), default=None, metavar="N",
                         help="white level of integer data is 2**N-1 (e.g. 16 for dark 16-bit "
                              "images); default: detected from the data like enhance()")
     parser.add_argument("--overwrite", action="store_true",
@@ -159,16 +190,22 @@ def _collect_inputs(args: Sequence[str], quiet: bool) -> tuple[list[Path], int]:
     for arg in args:
         path = Path(arg)
         if path.is_dir():
-            found = sorted(
-                p for p in path.iterdir()
-                if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
-            )
+            entries = sorted(p for p in path.iterdir()
+                             if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+            found = [p for p in entries if p.is_file()]
+            for p in entries:  # an image file that points nowhere: say so, never skip it
+                dangling = dangling_symlink_error(p)
+                if dangling is not None:
+                    _err(f"{p}: {dangling.strerror}")
+                    failed += 1
             if not found and not quiet:
                 print(f"warning: {path}: no image files in this folder", file=sys.stderr)
         elif path.exists():
             found = [path]
         else:
-            _err(f"{path}: no such file or directory")
+            dangling = dangling_symlink_error(path)
+            _err(f"{path}: {dangling.strerror}" if dangling is not None
+                 else f"{path}: no such file or directory")
             failed += 1
             continue
         for p in found:
@@ -295,32 +332,42 @@ class _Progress:
 
 class _SigintHandler:
     """First Ctrl-C: set the cancel token (the engine stops at the next tile)
-    and stop before the next step; a second Ctrl-C raises KeyboardInterrupt."""
+    and stop before the next step; a second Ctrl-C raises KeyboardInterrupt.
+    SIGTERM: remove the file being written and raise _Terminated at once (its
+    default action would kill the process and leave the hidden .part file)."""
 
     def __init__(self, token: CancelToken) -> None:
         self.token = token
-        self.previous: Any = None
-        self.installed = False
+        self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_SigintHandler":
         if threading.current_thread() is threading.main_thread():
-            try:
-                self.previous = signal.signal(signal.SIGINT, self._handle)
-                self.installed = True
-            except (ValueError, OSError):
-                pass
+            for sig, handler in ((signal.SIGINT, self._handle),
+                                 (getattr(signal, "SIGTERM", None), self._terminate)):
+                if sig is None:
+                    continue
+                try:
+                    self.previous[sig] = signal.signal(sig, handler)
+                except (ValueError, OSError):
+                    pass
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.token.is_set():
+            remove_partial_files()
             raise KeyboardInterrupt
         self.token.set()
         print(f"\n{PROG}: interrupted, stopping (Ctrl-C again to abort at once)",
               file=sys.stderr, flush=True)
 
+    def _terminate(self, signum: int, frame: Any) -> None:
+        self.token.set()
+        remove_partial_files()
+        raise _Terminated
+
     def __exit__(self, *exc: Any) -> None:
-        if self.installed:
-            signal.signal(signal.SIGINT, self.previous)
+        for sig, previous in self.previous.items():
+            signal.signal(sig, previous)
 
 
 def _check_interrupt(token: CancelToken) -> None:
@@ -336,10 +383,11 @@ def _reason(exc: BaseException) -> str:
 
 
 def _process(job: Job, *, enhance: Callable[..., np.ndarray], cancelled: type,
-             token: CancelToken, enhance_kwargs: dict, show: bool) -> bool:
+             token: CancelToken, enhance_kwargs: dict, show: bool,
+             max_pixels: int = DEFAULT_MAX_PIXELS) -> bool:
     """Enhance one file; False (after reporting) when the file failed."""
     try:
-        array, meta = read_image(job.source)
+        array, meta = read_image(job.source, max_pixels=max_pixels)
         check_writable(job.target, array.shape, array.dtype, meta)
     except MissingDependencyError as exc:
         raise _Fatal(str(exc)) from exc
@@ -425,8 +473,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console script entry point; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.weights is not None and not Path(args.weights).is_file():
-        parser.error(f"--weights: no such file: {args.weights}")
+    if args.weights is not None:
+        problem = _input_problem(Path(args.weights))
+        if problem is not None:
+            parser.error(f"--weights: {problem}")
     if args.weights is not None and args.model != "auto":
         parser.error("--model and --weights exclude each other")
     try:
@@ -500,14 +550,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 if show:
                     print(f"[{i}/{n}] {job.source} -> {job.target}", file=sys.stderr, flush=True)
                 if _process(job, enhance=enhance, cancelled=cancelled, token=token,
-                            enhance_kwargs=enhance_kwargs, show=show):
+                            enhance_kwargs=enhance_kwargs, show=show,
+                            max_pixels=args.max_pixels):
                     written += 1
                 else:
                     failed += 1
     except (KeyboardInterrupt, _Interrupted):
+        remove_partial_files()
         print(f"{PROG}: interrupted; {written} file(s) written, the current one was not",
               file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    except _Terminated:
+        remove_partial_files()
+        print(f"{PROG}: terminated; {written} file(s) written, the current one was not",
+              file=sys.stderr, flush=True)
+        return EXIT_TERMINATED
     except _Fatal as exc:
         _err(str(exc))
         return EXIT_FAILED

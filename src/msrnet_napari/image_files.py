@@ -4,9 +4,12 @@
 
 Supported formats, chosen by file extension:
 
-* PNG (``.png``): 8-bit through imageio/Pillow; 16-bit through a small built-in
-  codec, because Pillow turns 16-bit colour PNGs into 8 bits (gray 16-bit works
-  either way). Gray, gray+alpha, RGB, RGBA; palette images are read as RGB(A).
+* PNG (``.png``): read with Pillow, 8 and 16 bits (Pillow turns 16-bit colour
+  into 8 bits, so those are decoded by Pillow twice, high and low bytes, or by a
+  small built-in codec if that ever fails its self-check); written with
+  imageio/Pillow (8-bit) or the built-in codec (16-bit). Gray, gray+alpha, RGB,
+  RGBA; palette images are read as RGB, or RGBA when they have transparency
+  (tRNS), like gray/RGB images with a transparent colour key.
 * JPEG (``.jpg``, ``.jpeg``): 8-bit gray or RGB (CMYK is converted to RGB).
   Written with quality 95: JPEG is lossy, so use ``--format png``/``tif`` for
   a lossless result. EXIF (orientation included) and ICC profiles are kept.
@@ -22,9 +25,21 @@ The array layout is described by :class:`ImageMeta`: ``channel_axis`` is the
 axis of the samples of a pixel (-1 for PNG/JPEG/contiguous TIFF, -3 for planar
 TIFF) or None for single-sample (gray) data, ``kind`` says what the samples are.
 
+Hostile files (docs/SECURITY.md): every reader checks the declared size
+against a pixel limit (``max_pixels``, default ``DEFAULT_MAX_PIXELS`` = 2**28
+pixels over all pages, and at most 4 samples per pixel on average) *before*
+decoding; zlib data is inflated with bounded streaming decompressors (PNG image
+data by Pillow, the built-in codec and its iCCP chunk to their declared size,
+TIFF deflate segments are checked against their declared size before tifffile
+decodes them); only regular files are opened (a FIFO would block), with a
+dangling symlink named as such.
+
 Writes are atomic: data goes to a hidden temporary file in the destination
 folder that is renamed over ``path`` only once complete, so an interrupted or
-failed write never leaves a partial file behind.
+failed write never leaves a partial file behind (and
+:func:`remove_partial_files`, called by the CLI's SIGTERM handler, deletes the
+one being written). The result gets the mode of the file it replaces, or that
+of a new file (0666 & ~umask).
 
 imageio and tifffile are imported on first use; without them
 :class:`MissingDependencyError` explains how to install the ``io`` extra.
@@ -32,17 +47,23 @@ imageio and tifffile are imported on first use; without them
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
+import stat
 import struct
-import tempfile
+import threading
+import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "ImageFileError",
     "ImageMeta",
@@ -50,6 +71,7 @@ __all__ = [
     "format_for_path",
     "check_writable",
     "read_image",
+    "remove_partial_files",
     "require_io",
     "write_image",
 ]
@@ -63,6 +85,11 @@ IMAGE_EXTENSIONS = {
 }
 
 JPEG_QUALITY = 95
+
+#: pixels (height x width x pages) an image may have, unless the caller raises it
+#: (msrnet-enhance --max-pixels); checked against the declared size before decoding
+DEFAULT_MAX_PIXELS = 1 << 28
+MAX_ICC_BYTES = 4 * 1024**2  # an ICC profile is a few kB
 
 _INSTALL_HINT = "install it with: pip install 'msrnet-napari[io]'"
 
@@ -135,69 +162,278 @@ def require_io() -> None:
 
 # --------------------------------------------------------------------------- read
 
-def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
+def read_image(path: str | os.PathLike[str], *,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, ImageMeta]:
     """Read ``path`` into a numpy array and the metadata to write it back.
 
-    Raises OSError when the file cannot be opened, ImageFileError (a
-    ValueError) when it is corrupt or not supported, MissingDependencyError
-    when the ``io`` extra is missing.
+    Raises OSError when the file cannot be opened (FileNotFoundError names a
+    dangling symlink as such), ImageFileError (a ValueError) when it is not a
+    regular file, corrupt, not supported or larger than ``max_pixels`` pixels
+    (all pages together; checked before anything is decoded),
+    MissingDependencyError when the ``io`` extra is missing.
     """
     path = Path(path)
     fmt = format_for_path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+    with _open_regular(path) as fh:
+        try:
+            if fmt == "tiff":
+                return _read_tiff(fh, path.name, max_pixels)
+            return _read_pillow(fh, fmt, max_pixels)
+        except (MissingDependencyError, OSError, ImageFileError, MemoryError):
+            raise
+        except Exception as exc:  # the libraries raise anything for corrupt input
+            raise ImageFileError(f"cannot read {fmt.upper()} file: {_clip(exc)}") from exc
+
+
+def _clip(exc: Any, limit: int = 300) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def dangling_symlink_error(path: str | os.PathLike[str]) -> Optional[FileNotFoundError]:
+    """A FileNotFoundError that says so if ``path`` is a symlink to nothing, else None."""
     try:
-        if fmt == "tiff":
-            return _read_tiff(path)
-        return _read_pillow(path, fmt)
-    except (MissingDependencyError, OSError, ImageFileError, MemoryError):
+        if not os.path.islink(path) or os.path.exists(path):
+            return None
+        target = os.readlink(path)
+    except (OSError, ValueError):
+        return None
+    return FileNotFoundError(errno.ENOENT, f"dangling symlink (it points to {target!r}, "
+                                           f"which does not exist)", os.fspath(path))
+
+
+def file_kind(mode: int) -> str:
+    """'a FIFO (named pipe)', 'a directory', ... for a stat mode."""
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _open_regular(path: Path):
+    """Open for reading; anything but a regular file is refused before a byte is
+    read (O_NONBLOCK: opening a FIFO without a writer cannot block, then fstat)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) \
+        | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        dangling = dangling_symlink_error(path)
+        if dangling is not None:
+            raise dangling from None
+        raise FileNotFoundError(errno.ENOENT, "no such file", str(path)) from None
+    except IsADirectoryError:  # Windows
+        raise ImageFileError(f"{path} is a directory, not an image file") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ImageFileError(f"{path} is {file_kind(mode)}, not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
         raise
-    except Exception as exc:  # the libraries raise anything for corrupt input
-        raise ImageFileError(f"cannot read {fmt.upper()} file: {exc}") from exc
 
 
-def _read_pillow(path: Path, fmt: str) -> tuple[np.ndarray, ImageMeta]:
+def _check_pixels(pixels: int, samples: int, max_pixels: int, what: str) -> None:
+    """ImageFileError if the declared image is larger than the limits allow."""
+    if pixels > max_pixels:
+        raise ImageFileError(
+            f"{what} declares {pixels} pixels, more than the limit of {max_pixels} "
+            f"(msrnet-enhance --max-pixels / read_image(max_pixels=) raise it)")
+    if pixels * samples > 4 * max_pixels:
+        raise ImageFileError(
+            f"{what} declares {pixels} pixels x {samples} samples, more than 4 samples per "
+            f"pixel of the {max_pixels}-pixel limit (--max-pixels raises it)")
+
+
+def _pillow():
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise MissingDependencyError(f"reading PNG/JPEG needs Pillow; {_INSTALL_HINT}") from exc
+    return Image
+
+
+_PILLOW_LOCK = threading.Lock()
+
+
+_PILLOW_FORMATS = {"png": ["PNG"], "jpeg": ["JPEG", "MPO"]}
+
+
+@contextmanager
+def _pillow_opened(fh: Any, fmt: str, max_pixels: int) -> Iterator[Any]:
+    """Pillow's Image.open of ``fh`` with its decompression-bomb limit set to ours
+    (Pillow's own default refuses above 179M pixels and warns above 89M) and the
+    declared size checked against ``max_pixels`` before anything is decoded."""
+    Image = _pillow()
+    with _PILLOW_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im = Image.open(fh, formats=_PILLOW_FORMATS[fmt])
+        except Image.DecompressionBombError as exc:
+            raise ImageFileError(f"{_clip(exc)} (--max-pixels raises the limit)") from None
+        except Image.UnidentifiedImageError:  # an OSError: it is about the content
+            raise ImageFileError(f"not a {fmt.upper()} file, or a corrupt one") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    try:
+        width, height = im.size
+        _check_pixels(width * height, max(1, len(im.getbands())), max_pixels,
+                      f"{(im.format or 'image')} file")
+        yield im
+    finally:
+        im.close()
+
+
+def _check_png_chunks(data: bytes) -> None:
+    """Every chunk's CRC up to IEND (Pillow does not check IDAT's: a flipped bit
+    in stored image data would otherwise be a silently wrong pixel)."""
+    pos = len(_PNG_SIGNATURE)
+    while True:
+        if pos + 12 > len(data):
+            raise ImageFileError("truncated PNG file (no IEND chunk)")
+        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + length
+        if end > len(data):
+            raise ImageFileError(f"truncated PNG file (in {ctype!r:.20} chunk)")
+        crc = struct.unpack(">I", data[end - 4:end])[0]
+        if crc != zlib.crc32(memoryview(data)[pos + 4:end - 4]) & 0xFFFFFFFF:
+            raise ImageFileError(f"corrupt PNG file (CRC error in {ctype!r:.20} chunk)")
+        if ctype == b"IEND":
+            return
+        pos = end
+
+
+def _read_pillow(fh: Any, fmt: str, max_pixels: int) -> tuple[np.ndarray, ImageMeta]:
+    head = fh.read(33)
+    fh.seek(0)
     if fmt == "png":
-        with open(path, "rb") as fh:
-            head = fh.read(33)
+        import io
+
         if not head.startswith(_PNG_SIGNATURE):
             raise ImageFileError("not a PNG file (bad signature)")
-        if len(head) == 33 and head[12:16] == b"IHDR" and head[24] == 16 and head[25] in (2, 4, 6):
-            array, info = _decode_png(path.read_bytes())  # 16-bit colour: Pillow drops to 8 bits
-            return array, _meta_for_samples("png", array, info)
-    iio = _imageio()
+        data = fh.read()
+        _check_png_chunks(data)
+        fh = io.BytesIO(data)
+        if (len(head) == 33 and head[12:16] == b"IHDR" and head[24] == 16
+                and head[25] in (2, 4, 6)):
+            return _read_png16(fh, max_pixels)  # 16-bit colour: Pillow drops to 8 bits
     try:
-        meta = iio.immeta(path, plugin="pillow")
-    except (PermissionError, IsADirectoryError):
-        raise
-    except Exception as exc:  # imageio hides Pillow's reason: ask Pillow
-        raise ImageFileError(f"cannot read {fmt.upper()} file: {_pillow_reason(path, exc)}") from exc
-    mode = meta.get("mode", "")
-    kwargs: dict[str, Any] = {}
-    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-        kwargs["mode"] = "RGB"
-    elif mode == "1":
-        kwargs["mode"] = "L"
-    elif mode in ("I", "F") or (mode.startswith("I;") and mode not in ("I;16", "I;16B", "I;16L")):
-        raise ImageFileError(f"unsupported Pillow image mode {mode!r}")
-    array = np.asarray(iio.imread(path, plugin="pillow", index=0, **kwargs))
+        return _decode_pillow(fh, fmt, max_pixels)
+    except OSError as exc:  # Pillow: "broken data stream", "image file is truncated"
+        raise ImageFileError(f"corrupt {fmt.upper()} file ({_clip(exc)})") from None
+
+
+def _decode_pillow(fh: Any, fmt: str, max_pixels: int) -> tuple[np.ndarray, ImageMeta]:
+    with _pillow_opened(fh, fmt, max_pixels) as im:
+        mode = im.mode
+        info = {k: im.info[k] for k in ("icc_profile", "exif", "dpi") if im.info.get(k)}
+        transparent = "transparency" in im.info
+        if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+            im = im.convert("RGB")
+        elif mode == "1":
+            im = im.convert("L")
+        elif mode == "P":  # palette: keep the alpha of a tRNS chunk
+            im = im.convert("RGBA" if transparent or im.palette.mode == "RGBA" else "RGB")
+        elif mode == "PA":
+            im = im.convert("RGBA")
+        elif mode in ("L", "RGB") and transparent:  # a transparent colour key
+            im = im.convert("LA" if mode == "L" else "RGBA")
+        elif mode in ("I", "F") or (mode.startswith("I;") and mode not in ("I;16", "I;16B",
+                                                                           "I;16L")):
+            raise ImageFileError(f"unsupported Pillow image mode {mode!r}")
+        else:
+            im.load()
+        array = np.asarray(im)
     if array.dtype.byteorder not in ("=", "|"):
         array = array.astype(array.dtype.newbyteorder("="))
+    if mode.startswith("I;16") and transparent and array.ndim == 2:  # 16-bit colour key
+        key = im.info.get("transparency")
+        if isinstance(key, int):
+            alpha = np.where(array == key, 0, 65535).astype(np.uint16)
+            array = np.stack([array, alpha], axis=-1)
     if array.dtype not in (np.uint8, np.uint16):
         raise ImageFileError(f"unexpected pixel type {array.dtype} in {fmt.upper()} file")
-    info = {k: meta[k] for k in ("icc_profile", "exif", "dpi") if meta.get(k)}
     return array, _meta_for_samples(fmt, array, info)
 
 
-def _pillow_reason(path: Path, exc: Exception) -> str:
-    try:
-        from PIL import Image
+# 16-bit colour PNG through Pillow: its PNG decoder unfilters any bit depth in C, but
+# keeps only the high byte of 16-bit RGB(A). Decoding once more with the little-endian
+# raw mode keeps the low bytes instead; gray+alpha (4 bytes a pixel) is decoded as raw
+# 8-bit RGBA, i.e. the four bytes as they are. Checked once against the built-in codec.
+_PILLOW_16 = {"RGB;16B": ("RGB;16L",), "RGBA;16B": ("RGBA;16L",), "LA;16B": ()}
+_pillow16_ok: Optional[bool] = None
 
-        with Image.open(path) as im:
+
+def _pillow_png16(fh: Any, max_pixels: int) -> tuple[np.ndarray, dict]:
+    import io
+
+    data = fh.read()  # the compressed file, decoded twice (Pillow closes what it read)
+    planes = []
+    for variant in (0, 1):
+        with _pillow_opened(io.BytesIO(data), "png", max_pixels) as im:
+            tile = im.tile
+            if (len(tile) != 1 or tile[0][0] != "zip" or not isinstance(tile[0][3], str)
+                    or tile[0][3] not in _PILLOW_16):
+                raise ImageFileError(f"unexpected Pillow PNG tile {tile!r:.200}")
+            raw = tile[0][3]
+            info = {k: im.info[k] for k in ("icc_profile", "exif", "dpi") if im.info.get(k)}
+            if raw == "LA;16B":  # all four bytes in one decode
+                im.tile = [_with_rawmode(tile[0], "RGBA")]
+                im.load()
+                bytes4 = np.asarray(im)
+                array = bytes4.reshape(*bytes4.shape[:2], 2, 2).view(">u2")[..., 0]
+                return array.astype(np.uint16), info
+            if variant == 1:
+                im.tile = [_with_rawmode(tile[0], _PILLOW_16[raw][0])]
             im.load()
-    except Exception as pil_exc:
-        return str(pil_exc) or type(pil_exc).__name__
-    return str(exc) or type(exc).__name__
+            planes.append(np.asarray(im))
+    high, low = planes
+    return (high.astype(np.uint16) << 8) | low, info
+
+
+def _with_rawmode(tile: Any, rawmode: str) -> Any:
+    if hasattr(tile, "_replace"):  # Pillow >= 11: a named tuple
+        return tile._replace(args=rawmode)
+    return (tile[0], tile[1], tile[2], rawmode)
+
+
+def _pillow16_works() -> bool:
+    global _pillow16_ok
+    if _pillow16_ok is None:
+        import io
+
+        try:
+            rng = np.random.default_rng(16)
+            ok = True
+            for channels in (2, 3, 4):
+                a = rng.integers(0, 65536, (3, 5, channels)).astype(np.uint16)
+                got, _ = _pillow_png16(io.BytesIO(_encode_png(a)), 10**6)
+                ok = ok and got.shape == a.shape and np.array_equal(got, a)
+        except Exception:
+            ok = False
+        _pillow16_ok = ok
+    return _pillow16_ok
+
+
+def _read_png16(fh: Any, max_pixels: int) -> tuple[np.ndarray, ImageMeta]:
+    if _pillow16_works():
+        try:
+            array, info = _pillow_png16(fh, max_pixels)
+        except OSError as exc:
+            raise ImageFileError(f"corrupt PNG file ({_clip(exc)})") from None
+    else:  # pragma: no cover - only if a Pillow release changes its PNG internals
+        array, info = _decode_png(fh.read(), max_pixels=max_pixels)
+    return array, _meta_for_samples("png", array, info)
 
 
 def _meta_for_samples(fmt: str, array: np.ndarray, info: dict) -> ImageMeta:
@@ -209,9 +445,44 @@ def _meta_for_samples(fmt: str, array: np.ndarray, info: dict) -> ImageMeta:
     return ImageMeta(fmt, kind, -1, 1, info)
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, ImageMeta]:
+_TIFF_DEFLATE = (8, 32946, 50013)  # Adobe deflate, old deflate, PIXTIFF
+
+
+def _pread(fh: Any, count: int, offset: int) -> bytes:
+    if hasattr(os, "pread"):  # leaves the file position to tifffile
+        return os.pread(fh.fileno(), count, offset)
+    pos = fh.tell()
+    try:
+        fh.seek(offset)
+        return fh.read(count)
+    finally:
+        fh.seek(pos)
+
+
+def _check_deflate_segments(fh: Any, page: Any) -> None:
+    """tifffile inflates a deflate segment with an unbounded zlib.decompress (without
+    imagecodecs): inflate each one here first, at most to its declared size."""
+    key = getattr(page, "keyframe", None) or page
+    if int(key.compression) not in _TIFF_DEFLATE:
+        return
+    limit = int(np.prod(key.chunks, dtype=object)) * np.dtype(key.dtype).itemsize + 4096
+    for offset, count in zip(page.dataoffsets, page.databytecounts):
+        if not count:
+            continue
+        data = _pread(fh, int(count), int(offset))
+        inflate = zlib.decompressobj()
+        try:
+            inflate.decompress(data, limit + 1)
+        except zlib.error:
+            continue  # corrupt: tifffile reports it
+        if inflate.unconsumed_tail:
+            raise ImageFileError(f"TIFF deflate segment at offset {offset} inflates beyond "
+                                 f"its declared size ({limit} bytes): decompression bomb")
+
+
+def _read_tiff(fh: Any, name: str, max_pixels: int) -> tuple[np.ndarray, ImageMeta]:
     tifffile = _tifffile()
-    with tifffile.TiffFile(path) as tif:
+    with tifffile.TiffFile(fh, name=name) as tif:
         pages = tif.pages
         n = len(pages)
         if n == 0:
@@ -228,13 +499,19 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, ImageMeta]:
         planar = int(key.planarconfig) == 2 and key.samplesperpixel > 1
         if getattr(key, "imagedepth", 1) > 1:
             raise ImageFileError("volumetric (SGI image depth) TIFF is not supported")
-        out = np.empty((n, *shape), dtype=dtype)
-        for i, page in enumerate(pages):
+        samples = max(1, int(key.samplesperpixel))
+        pixels = int(np.prod(shape, dtype=object)) // samples  # declared, per page
+        _check_pixels(pixels * n, samples, max_pixels,
+                      f"TIFF file ({n} page{'s' * (n != 1)} of {shape})")
+        for i, page in enumerate(pages):  # before allocating or decoding anything
             if tuple(page.shape) != shape or np.dtype(page.dtype) != dtype:
                 raise ImageFileError(
                     f"TIFF pages differ (page 0: {shape} {dtype}, page {i}: "
                     f"{tuple(page.shape)} {page.dtype}); only uniform stacks are supported"
                 )
+        out = np.empty((n, *shape), dtype=dtype)
+        for i, page in enumerate(pages):
+            _check_deflate_segments(fh, page)
             out[i] = page.asarray()
         info = _tiff_info(key, photometric, planar)
     if photometric == 0:  # min-is-white: store as min-is-black so dark means dark
@@ -355,8 +632,7 @@ def write_image(path: str | os.PathLike[str], array: np.ndarray,
     if fmt != "tiff" and meta.channel_axis is not None and meta.channel_axis != -1:
         array = np.moveaxis(array, meta.channel_axis, -1)  # planar TIFF -> PNG/JPEG
         meta = replace(meta, channel_axis=-1)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
+    tmp = _create_partial(path)
     try:
         if fmt == "tiff":
             _write_tiff(tmp, array, meta)
@@ -372,7 +648,56 @@ def write_image(path: str | os.PathLike[str], array: np.ndarray,
         except OSError:
             pass
         raise
+    finally:
+        _PARTIAL.discard(tmp)
     return path
+
+
+#: temporary files being written right now (see remove_partial_files)
+_PARTIAL: set[str] = set()
+
+
+def _create_partial(path: Path) -> str:
+    """Create the hidden temporary file ``.NAME.XXXXXXXX.part`` next to ``path``.
+
+    Created with mode 0666 filtered by the umask, like any new file (mkstemp
+    would make it 0600), then given the permission bits of the file it will
+    replace, if any; registered for :func:`remove_partial_files`.
+    """
+    try:
+        st = os.stat(path)
+        keep = stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None
+    except OSError:
+        keep = None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) \
+        | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.part")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        _PARTIAL.add(tmp)
+        try:
+            if keep is not None:
+                os.chmod(tmp, keep)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(path.parent))
+
+
+def remove_partial_files() -> None:
+    """Delete the temporary files of writes in progress (for signal handlers: the
+    process is about to exit and the write will never complete)."""
+    for tmp in list(_PARTIAL):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        _PARTIAL.discard(tmp)
 
 
 def _write_pillow(tmp: str, array: np.ndarray, fmt: str, info: dict) -> None:
@@ -468,8 +793,21 @@ def _encode_png(array: np.ndarray, info: Optional[dict] = None) -> bytes:
     return b"".join(out)
 
 
-def _decode_png(data: bytes) -> tuple[np.ndarray, dict]:
-    """Decode PNG bytes (non-interlaced, 8/16-bit, colour types 0/2/4/6)."""
+def _inflate(data: bytes, size: int) -> bytes:
+    """zlib data inflated to at most ``size`` bytes (what follows is ignored): a
+    decompression bomb costs ``size``, not what it would expand to."""
+    inflate = zlib.decompressobj()
+    try:
+        return inflate.decompress(data, size)
+    except zlib.error as exc:
+        raise ImageFileError(f"corrupt PNG image data: {exc}") from None
+
+
+def _decode_png(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, dict]:
+    """Decode PNG bytes (non-interlaced, 8/16-bit, colour types 0/2/4/6).
+
+    The declared size is checked against ``max_pixels`` first; the image data is
+    inflated with a bounded decompressor to exactly the declared size."""
     if not data.startswith(_PNG_SIGNATURE):
         raise ImageFileError("not a PNG file (bad signature)")
     pos, ihdr, idat, info = 8, None, [], {}
@@ -485,14 +823,21 @@ def _decode_png(data: bytes) -> tuple[np.ndarray, dict]:
             raise ImageFileError(f"corrupt PNG file (CRC error in {ctype!r} chunk)")
         pos += 12 + length
         if ctype == b"IHDR":
+            if len(body) != 13:
+                raise ImageFileError("corrupt PNG file (bad IHDR chunk)")
             ihdr = struct.unpack(">IIBBBBB", body)
+            _check_pixels(ihdr[0] * ihdr[1], _PNG_CHANNELS.get(ihdr[3], 1), max_pixels,
+                          "PNG file")
         elif ctype == b"IDAT":
             idat.append(body)
         elif ctype == b"IEND":
             break
         elif ctype == b"iCCP":
             try:
-                info["icc_profile"] = zlib.decompress(body[body.index(b"\x00") + 2:])
+                inflate = zlib.decompressobj()
+                icc = inflate.decompress(body[body.index(b"\x00") + 2:], MAX_ICC_BYTES + 1)
+                if len(icc) <= MAX_ICC_BYTES:  # a bigger one is dropped, not inflated
+                    info["icc_profile"] = icc
             except (ValueError, zlib.error):
                 pass
         elif ctype == b"pHYs" and len(body) == 9:
@@ -509,10 +854,7 @@ def _decode_png(data: bytes) -> tuple[np.ndarray, dict]:
     channels = _PNG_CHANNELS[color_type]
     bpp = channels * depth // 8
     stride = w * bpp
-    try:
-        raw = zlib.decompress(b"".join(idat))
-    except zlib.error as exc:
-        raise ImageFileError(f"corrupt PNG image data: {exc}") from None
+    raw = _inflate(b"".join(idat), h * (stride + 1))
     if len(raw) < h * (stride + 1):
         raise ImageFileError("truncated PNG image data")
     rows = np.frombuffer(raw, dtype=np.uint8, count=h * (stride + 1)).reshape(h, stride + 1)

@@ -86,3 +86,28 @@ def test_config_round_trip_and_engine_dict():
     # older checkpoints have no exposure_space key: display space
     old = {k: v for k, v in config.to_dict().items() if k != "exposure_space"}
     assert MSRNetConfig.from_dict(old).exposure_space == "display"
+
+
+def test_only_the_training_package_imports_torch():
+    """The torch boundary is a folder: msrnet_napari/training/. exposure.py handles torch
+    tensors (for the reference model) through their own methods, never by importing torch."""
+    import pkgutil
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import msrnet_napari
+
+    package = Path(msrnet_napari.__file__).parent
+    pattern = re.compile(r"^\s*(import torch\b|from torch\b)", re.M)
+    offenders = [str(p.relative_to(package)) for p in package.rglob("*.py")
+                 if p.relative_to(package).parts[0] != "training" and pattern.search(p.read_text())]
+    assert offenders == []
+    modules = sorted(f"msrnet_napari.{m.name}" for m in pkgutil.iter_modules([str(package)])
+                     if m.name not in ("training", "_widget"))  # _widget: Qt, tested elsewhere
+    assert "msrnet_napari.enhance" in modules and "msrnet_napari.exposure" in modules
+    code = (f"import importlib, sys\nfor m in {modules!r}:\n    importlib.import_module(m)\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -33,11 +33,9 @@ def _is_torch(x: Any) -> bool:
 
 def srgb_to_linear(x):
     """Inverse sRGB transfer curve (IEC 61966-2-1), numpy or torch, x in [0, 1]."""
-    if _is_torch(x):
-        import torch
-
+    if _is_torch(x):  # Tensor.where(c, y) is torch.where(c, self, y): no torch import here
         x = x.clamp(0, 1)
-        return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+        return (x / 12.92).where(x <= 0.04045, ((x + 0.055) / 1.055) ** 2.4)
     x = np.clip(x, 0, 1)
     return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
 
@@ -45,11 +43,8 @@ def srgb_to_linear(x):
 def linear_to_srgb(x):
     """sRGB transfer curve, numpy or torch; input clipped to [0, 1]."""
     if _is_torch(x):
-        import torch
-
         x = x.clamp(0, 1)
-        return torch.where(x <= 0.0031308, x * 12.92,
-                           1.055 * x.clamp_min(1e-12) ** (1 / 2.4) - 0.055)
+        return (x * 12.92).where(x <= 0.0031308, 1.055 * x.clamp_min(1e-12) ** (1 / 2.4) - 0.055)
     x = np.clip(x, 0, 1)
     return np.where(x <= 0.0031308, x * 12.92,
                     1.055 * np.maximum(x, 1e-12) ** (1 / 2.4) - 0.055).astype(np.float32)

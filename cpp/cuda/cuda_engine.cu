@@ -1,4 +1,4 @@
-// CUDA inference engine for MSR-net (fp32). Semantics: src/msrnet_napari/model.py.
+// CUDA inference engine for MSR-net (fp32). Semantics: src/msrnet_napari/training/model.py.
 //
 // Per tile (output tile + halo of receptive_radius pixels, clipped to the image):
 //   d_in  (HWC, region)          --f1_fuse-->  F   (f1_width planes)

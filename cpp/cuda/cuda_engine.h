@@ -2,7 +2,7 @@
 //
 // Plain C++ header: no CUDA headers here (pimpl), so cpp/bindings.cpp can include it
 // with an ordinary C++ compiler. Semantics are those of the PyTorch reference
-// src/msrnet_napari/model.py and of the CPU engine: fp32, zero padding at the image
+// src/msrnet_napari/training/model.py and of the CPU engine: fp32, zero padding at the image
 // borders, tiles carry a halo of spec.receptive_radius() pixels so tiled == untiled,
 // raw (unclipped) output.
 #pragma once

@@ -579,3 +579,11 @@ def test_engine_threads_are_bounded():
     assert "ok (8, 8, 3)" in lines
     for key in ("width", "depth", "f1_width"):  # the engine's limits are config.MAX_*
         assert f"refused {key}" in lines, res.stdout
+
+
+def test_directory_named_like_an_image_is_refused(tmp_path):
+    (tmp_path / "d.png").mkdir()
+    with pytest.raises(imf.ImageFileError, match="is a directory, not a regular file"):
+        imf.read_image(tmp_path / "d.png")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        imf.read_image(tmp_path / "missing.png")

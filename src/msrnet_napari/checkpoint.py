@@ -918,6 +918,11 @@ def _open_regular(path: str) -> io.BufferedReader:
         if dangling is not None:
             raise dangling from None
         raise
+    except (IsADirectoryError, PermissionError):  # Windows cannot open a directory
+        if os.path.isdir(path):
+            raise CheckpointError(f"cannot load checkpoint {path}: it is a directory, not a "
+                                  f"regular file") from None
+        raise
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

@@ -226,8 +226,10 @@ def _open_regular(path: Path):
         if dangling is not None:
             raise dangling from None
         raise FileNotFoundError(errno.ENOENT, "no such file", str(path)) from None
-    except IsADirectoryError:  # Windows
-        raise ImageFileError(f"{path} is a directory, not an image file") from None
+    except (IsADirectoryError, PermissionError):  # Windows cannot open a directory
+        if os.path.isdir(path):
+            raise ImageFileError(f"{path} is a directory, not a regular file") from None
+        raise
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

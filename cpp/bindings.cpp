@@ -1,16 +1,21 @@
-// pybind11 module msrnet_napari._core (API in docs/ARCHITECTURE.md).
+// pybind11 module msrnet_napari._core (API in docs/ARCHITECTURE.md, typed in
+// src/msrnet_napari/_core.pyi).
 //
-// Python side: config dict (MSRNetConfig.to_dict()) + PyTorch state-dict names
-// -> ModelSpec / Weights; images as float32 H x W x 3 C-contiguous arrays.
+// Python side: config dict (MSRNetConfig.engine_dict()) + PyTorch state-dict names
+// -> ModelSpec / Weights through the tables of msrnet/model.h; images as float32
+// H x W x 3 C-contiguous arrays.
 // Compute runs with the GIL released; progress callbacks re-acquire it.
 #include <pybind11/functional.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cctype>
 #include <climits>
 #include <map>
+#include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "engine_cpu.h"
@@ -29,58 +34,57 @@ namespace {
 // caller bug (and libgomp aborts the process when it cannot create them).
 constexpr int kMaxThreads = 1024;
 
-// Architecture limits: the one definition is msrnet_napari.config (MAX_DEPTH,
-// MAX_WIDTH, MAX_F1_WIDTH, MAX_LOG_BASES); read once, with these fallbacks if
-// the module cannot be imported (the extension used on its own).
-struct ArchLimits {
-    int depth = 64, width = 256, f1_width = 64, log_bases = 16;
-};
-
-const ArchLimits& arch_limits() {
-    static const ArchLimits limits = [] {
-        ArchLimits l;
-        try {
-            py::module_ cfg = py::module_::import("msrnet_napari.config");
-            l.depth = cfg.attr("MAX_DEPTH").cast<int>();
-            l.width = cfg.attr("MAX_WIDTH").cast<int>();
-            l.f1_width = cfg.attr("MAX_F1_WIDTH").cast<int>();
-            l.log_bases = cfg.attr("MAX_LOG_BASES").cast<int>();
-        } catch (const std::exception&) {
-            PyErr_Clear();
-            l = ArchLimits();
-        }
-        return l;
-    }();
-    return limits;
+// Upper limit of a config field: msrnet_napari.config.MAX_<NAME> (the one
+// definition of the architecture limits), on an int field's value or a list
+// field's length. Read once per field; the GIL is held (engine constructors).
+std::string limit_name(const std::string& field) {
+    std::string attr = "MAX_";
+    for (char ch : field) attr += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    return attr;
 }
 
+int arch_limit(const std::string& field) {
+    static std::map<std::string, int> cache;
+    const auto it = cache.find(field);
+    if (it != cache.end()) return it->second;
+    const int limit = py::module_::import("msrnet_napari.config")
+                          .attr(limit_name(field).c_str())
+                          .cast<int>();
+    cache.emplace(field, limit);
+    return limit;
+}
+
+// Reads one config field from the dict and checks it against its limit.
+template <class T>
+void read_field(const py::dict& cfg, const char* name, T& field) {
+    if (!cfg.contains(name))
+        throw py::value_error(std::string("missing MSR-net config key: ") + name);
+    field = cfg[name].cast<T>();
+    const int limit = arch_limit(name);
+    const std::string source = " (msrnet_napari.config." + limit_name(name) + ")";
+    if constexpr (std::is_same_v<T, int>) {
+        if (field < 1 || field > limit)
+            throw py::value_error(std::string(name) + " must lie in 1.." + std::to_string(limit) +
+                                  source + ", got " + std::to_string(field));
+    } else {
+        if (field.empty() || field.size() > static_cast<size_t>(limit))
+            throw py::value_error(std::string(name) + " must hold 1.." + std::to_string(limit) +
+                                  " values" + source + ", got " + std::to_string(field.size()));
+    }
+}
+
+// config.MSRNetConfig.engine_dict() -> ModelSpec: exactly the fields of
+// msrnet::for_each_config_field, each within 1..config.MAX_<NAME>.
 ModelSpec spec_from_dict(const py::dict& cfg) {
     ModelSpec spec;
+    std::set<std::string> fields;
+    for_each_config_field(spec, [&](const char* name, auto&) { fields.insert(name); });
     for (auto item : cfg) {
         const std::string key = py::str(item.first);
-        // exposure_target is a whole-image input gain that the caller applies
-        // (msrnet_napari.enhance); the engine computes the network itself.
-        if (key != "log_bases" && key != "depth" && key != "width" && key != "f1_width" &&
-            key != "exposure_target")
-            throw py::value_error("unknown MSR-net config key: " + key);
+        if (!fields.count(key)) throw py::value_error("unknown MSR-net config key: " + key);
     }
-    if (cfg.contains("log_bases")) spec.log_bases = cfg["log_bases"].cast<std::vector<float>>();
-    else spec.log_bases = {1.0f, 10.0f, 100.0f, 300.0f};
-    if (cfg.contains("depth")) spec.depth = cfg["depth"].cast<int>();
-    if (cfg.contains("width")) spec.width = cfg["width"].cast<int>();
-    if (cfg.contains("f1_width")) spec.f1_width = cfg["f1_width"].cast<int>();
-    const ArchLimits& lim = arch_limits();
-    if (spec.log_bases.empty() || spec.log_bases.size() > static_cast<size_t>(lim.log_bases))
-        throw py::value_error("log_bases must hold 1.." + std::to_string(lim.log_bases) +
-                              " scales");
-    if (spec.depth < 1 || spec.width < 1 || spec.f1_width < 1 || spec.depth > lim.depth ||
-        spec.width > lim.width || spec.f1_width > lim.f1_width)
-        throw py::value_error("depth, width and f1_width must lie in 1.." +
-                              std::to_string(lim.depth) + ", 1.." + std::to_string(lim.width) +
-                              " and 1.." + std::to_string(lim.f1_width) +
-                              " (msrnet_napari.config.MAX_*)");
-    for (float v : spec.log_bases)
-        if (!(v > 0.0f)) throw py::value_error("log_bases must all be > 0");
+    for_each_config_field(spec, [&](const char* name, auto& field) { read_field(cfg, name, field); });
+    validate(spec);
     return spec;
 }
 
@@ -115,44 +119,21 @@ std::vector<float> take(const py::dict& weights, const std::string& name,
     return values;
 }
 
+// The state dict -> Weights, by the layer table (msrnet::for_each_parameter):
+// every entry it names, with its shape, and nothing else.
 Weights weights_from_dict(const ModelSpec& spec, const py::dict& d) {
-    const py::ssize_t c = kChannels, n3 = c * spec.n_scales(), f = spec.f1_width;
-    const py::ssize_t wd = spec.width, k = spec.depth;
     Weights w;
-    size_t used = 0;
-    auto get = [&](const std::string& name, std::vector<py::ssize_t> shape) {
-        ++used;
-        return take(d, name, std::move(shape));
-    };
-    w.f1_fuse_w = get("f1.fuse.weight", {f, n3, 1, 1});
-    w.f1_fuse_b = get("f1.fuse.bias", {f});
-    w.f1_conv_w = get("f1.conv.weight", {c, f, 3, 3});
-    w.f1_conv_b = get("f1.conv.bias", {c});
-    for (py::ssize_t m = 0; m < k; ++m) {
-        const std::string p = "f2.convs." + std::to_string(m);
-        w.f2_w.push_back(get(p + ".weight", {wd, m == 0 ? c : wd, 3, 3}));
-        w.f2_b.push_back(get(p + ".bias", {wd}));
-    }
-    w.f2_fuse_w = get("f2.fuse.weight", {c, k * wd, 1, 1});
-    w.f2_fuse_b = get("f2.fuse.bias", {c});
-    w.f3_w = get("f3.weight", {c, c, 1, 1});
-    w.f3_b = get("f3.bias", {c});
-    if (py::len(d) != used) {
+    std::set<std::string> names;
+    for_each_parameter(spec, w, [&](const std::string& name, const Shape& shape,
+                                    std::vector<float>& values) {
+        names.insert(name);
+        values = take(d, name, std::vector<py::ssize_t>(shape.begin(), shape.end()));
+    });
+    if (py::len(d) != names.size()) {
         std::string extra;
         for (auto item : d) {
             const std::string key = py::str(item.first);
-            bool known = key.rfind("f1.", 0) == 0 || key.rfind("f3.", 0) == 0 ||
-                         key == "f2.fuse.weight" || key == "f2.fuse.bias";
-            if (key.rfind("f2.convs.", 0) == 0) {
-                const std::string rest = key.substr(9);
-                const size_t dot = rest.find('.');
-                try {
-                    known = dot != std::string::npos && std::stoi(rest.substr(0, dot)) < k;
-                } catch (...) {
-                    known = false;
-                }
-            }
-            if (!known) extra += (extra.empty() ? "" : ", ") + key;
+            if (!names.count(key)) extra += (extra.empty() ? "" : ", ") + key;
         }
         throw py::value_error("unexpected weights for this config: " +
                               (extra.empty() ? std::string("(duplicate names)") : extra));
@@ -235,7 +216,21 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "MSR-net inference engines (C++ CPU with SIMD + OpenMP, optional CUDA)";
     py::register_exception<Cancelled>(m, "Cancelled");
 
+#ifdef MSRNET_VERSION
+    m.attr("__version__") = MSRNET_VERSION;  // CMake: the package version (one place)
+#endif
     m.def("simd_level", &simd_level, "Kernel set used by the CPU engine: avx512, avx2 or generic");
+    m.def(
+        "parameter_shapes",
+        [](const py::dict& config) {
+            py::dict out;
+            for (const auto& [name, shape] : parameter_shapes(spec_from_dict(config)))
+                out[py::str(name)] = py::tuple(py::cast(shape));
+            return out;
+        },
+        py::arg("config"),
+        "State-dict name -> shape of every weight the engine expects for this config, in "
+        "forward order (the C++ layer table; equals msrnet_napari.config.parameter_shapes)");
 
     py::class_<PyCpuEngine>(m, "Engine")
         .def(py::init<const py::dict&, const py::dict&>(), py::arg("config"), py::arg("weights"))

@@ -1,6 +1,7 @@
 // CPU engine: weight packing, tiling with halo, and the per-tile forward pass.
 //
-// Tiling and halo.  The image is cut into output tiles of `tile` x `tile`.
+// Tiling and halo.  The image is cut into output tiles of `tile` x `tile`
+// (msrnet/tiling.h: TileGrid, for_each_tile, shared with the CUDA engine).
 // Every 3x3 convolution needs one more pixel of context, and the network has
 // R = 1 + depth of them (f1.conv and the K convs of f2), so a tile is computed
 // from its "region": the tile grown by R pixels, clipped to the image.  Inside
@@ -28,6 +29,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "msrnet/tiling.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -137,11 +139,6 @@ PackedConv pack_conv(const std::vector<float>& w, const std::vector<float>& b, i
     return pc;
 }
 
-Rect grow_clip(const Rect& r, int by, int H, int W) {
-    return Rect{std::max(0, r.y0 - by), std::min(H, r.y1 + by), std::max(0, r.x0 - by),
-                std::min(W, r.x1 + by)};
-}
-
 Rect shift(const Rect& r, int dy, int dx) { return Rect{r.y0 - dy, r.y1 - dy, r.x0 - dx, r.x1 - dx}; }
 
 // Zero the border ring(s) of a map (see kernels.h for the layout).
@@ -193,7 +190,7 @@ struct CpuEngine::Impl {
     std::vector<float> buf_f, buf_x1, buf_a, buf_b, acc;
     std::mutex mutex;
 
-    void forward_tile(const float* in, float* out, int H, int W, Rect o, int threads);
+    void forward_tile(const float* in, float* out, int H, int W, const Tile& tile, int threads);
 };
 
 CpuEngine::CpuEngine(const ModelSpec& spec, const Weights& w) : impl_(new Impl) {
@@ -234,9 +231,10 @@ CpuEngine::~CpuEngine() = default;
 
 int CpuEngine::receptive_radius() const { return impl_->spec.receptive_radius(); }
 
-void CpuEngine::Impl::forward_tile(const float* in, float* out, int H, int W, Rect o, int threads) {
+void CpuEngine::Impl::forward_tile(const float* in, float* out, int H, int W, const Tile& tile,
+                                   int threads) {
     const int R = spec.receptive_radius(), n = spec.n_scales(), f = spec.f1_width;
-    const Rect g = grow_clip(o, R, H, W);  // region, image coordinates
+    const Rect o = tile.out, g = tile.region;  // image coordinates; g = o grown by R, clipped
     const int hr = g.height(), wr = g.width();
     // Rectangle of 3x3 conv number l (1..R), in region coordinates.
     auto conv_rect = [&](int l) { return shift(grow_clip(o, R - l, H, W), g.y0, g.x0); };
@@ -296,25 +294,15 @@ void CpuEngine::Impl::forward_tile(const float* in, float* out, int H, int W, Re
 
 void CpuEngine::run(const float* in, float* out, int H, int W, int tile, int threads,
                     const ProgressFn& progress) {
-    if (H < 0 || W < 0) throw std::invalid_argument("image size must be non-negative");
     if (tile < 1) throw std::invalid_argument("tile must be >= 1");
     if (threads < 0) throw std::invalid_argument("threads must be >= 0");
-    if (H == 0 || W == 0) return;
+    const TileGrid grid(H, W, tile, impl_->spec.receptive_radius());  // checks H, W
+    if (grid.count() == 0) return;
     std::lock_guard<std::mutex> lock(impl_->mutex);
-    tile = std::min(tile, std::max(H, W));  // also keeps the tile arithmetic in range
     const int nthreads = resolve_threads(threads);
-    const int tiles_y = (H + tile - 1) / tile, tiles_x = (W + tile - 1) / tile;
-    const int total = tiles_y * tiles_x;
-    int done = 0;
-    for (int ty = 0; ty < tiles_y; ++ty) {
-        for (int tx = 0; tx < tiles_x; ++tx) {
-            const Rect o{ty * tile, std::min(H, (ty + 1) * tile), tx * tile,
-                         std::min(W, (tx + 1) * tile)};
-            impl_->forward_tile(in, out, H, W, o, nthreads);
-            ++done;
-            if (progress && !progress(done, total)) throw Cancelled();
-        }
-    }
+    for_each_tile(grid, progress, [&](const Tile& t) {
+        impl_->forward_tile(in, out, H, W, t, nthreads);
+    });
 }
 
 }  // namespace msrnet

@@ -17,18 +17,15 @@
 #include <cstddef>
 #include <vector>
 
+#include "msrnet/tiling.h"
+
 namespace msrnet::kernels {
 
 constexpr int kBlock = 8;  // channels per SIMD block (one AVX2 register)
 
 inline int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
-struct Rect {  // half-open pixel rectangle [y0, y1) x [x0, x1) in map coordinates
-    int y0 = 0, y1 = 0, x0 = 0, x1 = 0;
-    int height() const { return y1 - y0; }
-    int width() const { return x1 - x0; }
-    bool empty() const { return y1 <= y0 || x1 <= x0; }
-};
+using msrnet::Rect;  // msrnet/tiling.h; here in map coordinates
 
 struct MapView {
     static constexpr int kPad = 5;  // border pixels per row/column: 1 before, 4 after

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from msrnet_napari import _core
-from msrnet_napari.config import MSRNetConfig, parameter_shapes
+from msrnet_napari import config
+from msrnet_napari.config import ARCHITECTURE_KEYS, MSRNetConfig, parameter_shapes
 from msrnet_napari.engine import Cancelled, Engine, cuda_available
 
 from conftest import random_weights
@@ -61,13 +62,52 @@ def test_threads_identical():
     np.testing.assert_array_equal(a, b)
 
 
-def test_exposure_target_key_accepted():
-    """The engine ignores exposure_target (enhance() applies that gain itself)."""
+def test_config_must_be_exactly_the_architecture():
+    """The binding takes config.engine_dict() and nothing else: an unknown key (even
+    one MSRNetConfig has, like exposure_target, which enhance() applies itself) or a
+    missing one is refused; the C++ side has no defaults of its own."""
     weights = random_weights(SMALL, 2).weights
-    img = rand_image(6, 7)
-    cfg = dict(SMALL.engine_dict(), exposure_target=0.4)
-    out = _core.Engine(cfg, weights).run(img)
-    np.testing.assert_array_equal(out, _core.Engine(SMALL.engine_dict(), weights).run(img))
+    for extra in ("exposure_target", "exposure_space", "intensity", "bogus"):
+        with pytest.raises(ValueError, match=f"unknown MSR-net config key: {extra}"):
+            _core.Engine(dict(SMALL.engine_dict(), **{extra: SMALL.to_dict().get(extra, 1)}),
+                         weights)
+    assert tuple(SMALL.engine_dict()) == ARCHITECTURE_KEYS
+    for key in ARCHITECTURE_KEYS:
+        cfg = {k: v for k, v in SMALL.engine_dict().items() if k != key}
+        with pytest.raises(ValueError, match=f"missing MSR-net config key: {key}"):
+            _core.Engine(cfg, weights)
+        with pytest.raises(ValueError, match=f"missing MSR-net config key: {key}"):
+            _core.parameter_shapes(cfg)
+
+
+@pytest.mark.parametrize("key, value, limit", [
+    ("depth", config.MAX_DEPTH + 1, "MAX_DEPTH"), ("width", config.MAX_WIDTH + 1, "MAX_WIDTH"),
+    ("f1_width", config.MAX_F1_WIDTH + 1, "MAX_F1_WIDTH"), ("depth", 0, "MAX_DEPTH"),
+    ("log_bases", [1.0] * (config.MAX_LOG_BASES + 1), "MAX_LOG_BASES"),
+    ("log_bases", [], "MAX_LOG_BASES"),
+])
+def test_config_limits_are_pythons(key, value, limit):
+    cfg = dict(SMALL.engine_dict(), **{key: value})
+    with pytest.raises(ValueError, match=f"{key} must .*msrnet_napari.config.{limit}"):
+        _core.parameter_shapes(cfg)
+
+
+@pytest.mark.parametrize("bases", [[1.0, 0.0], [-1.0], [float("nan")], [float("inf")]])
+def test_config_log_bases_positive_and_finite(bases):
+    with pytest.raises(ValueError, match="log_bases must all be finite and > 0"):
+        _core.parameter_shapes(dict(SMALL.engine_dict(), log_bases=bases))
+
+
+@pytest.mark.parametrize("cfg", [
+    SMALL, DEFAULT, MSRNetConfig(log_bases=(3.0,), depth=1, width=1, f1_width=1),
+    MSRNetConfig(depth=config.MAX_DEPTH, width=7, f1_width=config.MAX_F1_WIDTH,
+                 log_bases=tuple(range(1, config.MAX_LOG_BASES + 1))),
+])
+def test_cpp_layer_table_is_config_parameter_shapes(cfg):
+    """The C++ layer table (msrnet/model.h) and config.parameter_shapes agree on
+    every name, shape and the order."""
+    got = _core.parameter_shapes(cfg.engine_dict())
+    assert list(got.items()) == list(parameter_shapes(cfg).items())
 
 
 def test_module_attributes():

@@ -44,6 +44,22 @@ def test_tiles_smaller_than_halo():
         np.testing.assert_allclose(eng.run(img, tile=tile), full, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("shape", [(9, 40), (40, 9), (1, 33), (33, 1)])
+def test_tile_between_height_and_width(shape):
+    """Tiles are tile x tile, cut by the image: a tile larger than one side and
+    smaller than the other (msrnet/tiling.h TileGrid), and a huge tile, give the
+    untiled result; the progress count is the number of tiles."""
+    eng = engine(CONFIGS[1])
+    img = np.random.default_rng(4).random((*shape, 3), dtype=np.float32)
+    full = eng.run(img, tile=max(shape))
+    for tile in (min(shape) + 1, 16, 2**31 - 1):
+        calls = []
+        out = eng.run(img, tile=tile, progress=lambda d, t: calls.append((d, t)))
+        np.testing.assert_allclose(out, full, atol=1e-5, rtol=0, err_msg=f"tile={tile}")
+        n = -(-max(shape) // min(tile, max(shape)))
+        assert calls == [(i, n) for i in range(1, n + 1)], (tile, calls)
+
+
 def test_generic_kernels_match(monkeypatch):
     """The portable kernel build gives the same result as the dispatched one."""
     config = CONFIGS[0]

@@ -26,6 +26,7 @@
 // cuda_emulation.h (CPU check of the whole engine without a GPU).
 
 #include "cuda_engine.h"
+#include "msrnet/tiling.h"
 
 #ifdef MSRNET_CUDA_EMULATE
 #include "cuda_emulation.h"
@@ -369,72 +370,50 @@ bool fast_width_supported(int width) {
     return width == 8 || width == 16 || width == 32 || width == 64;
 }
 
-void check_size(const std::vector<float>& v, size_t expected, const char* name) {
-    if (v.size() != expected)
-        throw std::invalid_argument(std::string("MSR-net weights: ") + name + " has " +
-                                    std::to_string(v.size()) + " values, expected " +
-                                    std::to_string(expected));
-}
-
-void check_spec(const ModelSpec& s, const Weights& w) {
-    if (s.log_bases.empty()) throw std::invalid_argument("MSR-net spec: log_bases is empty");
-    for (float v : s.log_bases)
-        if (!(v > 0.f) || !std::isfinite(v))
-            throw std::invalid_argument("MSR-net spec: log_bases must be finite and > 0");
-    if (s.depth < 1 || s.width < 1 || s.f1_width < 1)
-        throw std::invalid_argument("MSR-net spec: depth, width and f1_width must be >= 1");
-    const size_t n3 = 3 * static_cast<size_t>(s.n_scales());
-    const size_t K = s.depth, Wd = s.width, F = s.f1_width;
-    check_size(w.f1_fuse_w, F * n3, "f1.fuse.weight");
-    check_size(w.f1_fuse_b, F, "f1.fuse.bias");
-    check_size(w.f1_conv_w, 3 * F * 9, "f1.conv.weight");
-    check_size(w.f1_conv_b, 3, "f1.conv.bias");
-    if (w.f2_w.size() != K || w.f2_b.size() != K)
-        throw std::invalid_argument("MSR-net weights: expected " + std::to_string(K) +
-                                    " f2 convolutions, got " + std::to_string(w.f2_w.size()) +
-                                    " weights and " + std::to_string(w.f2_b.size()) + " biases");
-    for (size_t m = 0; m < K; ++m) {
-        const std::string name = "f2.convs." + std::to_string(m);
-        check_size(w.f2_w[m], Wd * (m == 0 ? 3 : Wd) * 9, (name + ".weight").c_str());
-        check_size(w.f2_b[m], Wd, (name + ".bias").c_str());
+// Allocator policies of Buffer: device memory and pinned (page-locked) host memory.
+struct DeviceAlloc {
+    static cudaError_t allocate(float** p, size_t bytes) {
+        return cudaMalloc(reinterpret_cast<void**>(p), bytes);
     }
-    check_size(w.f2_fuse_w, 3 * K * Wd, "f2.fuse.weight");
-    check_size(w.f2_fuse_b, 3, "f2.fuse.bias");
-    check_size(w.f3_w, 9, "f3.weight");
-    check_size(w.f3_b, 3, "f3.bias");
-}
-
-struct DeviceBuffer {
-    float* ptr = nullptr;
-    size_t cap = 0;  // floats
-    void release() noexcept {
-        if (ptr) cudaFree(ptr);
-        ptr = nullptr;
-        cap = 0;
-    }
-    void ensure(size_t n) {
-        if (n <= cap) return;
-        release();
-        MSR_CUDA(cudaMalloc(reinterpret_cast<void**>(&ptr), n * sizeof(float)));
-        cap = n;
-    }
+    static void release(float* p) noexcept { cudaFree(p); }
 };
 
-struct HostBuffer {
-    float* ptr = nullptr;
-    size_t cap = 0;
-    void release() noexcept {
-        if (ptr) cudaFreeHost(ptr);
-        ptr = nullptr;
-        cap = 0;
+struct PinnedHostAlloc {
+    static cudaError_t allocate(float** p, size_t bytes) {
+        return cudaHostAlloc(reinterpret_cast<void**>(p), bytes, cudaHostAllocDefault);
     }
-    void ensure(size_t n) {
-        if (n <= cap) return;
-        release();
-        MSR_CUDA(cudaHostAlloc(reinterpret_cast<void**>(&ptr), n * sizeof(float), cudaHostAllocDefault));
-        cap = n;
-    }
+    static void release(float* p) noexcept { cudaFreeHost(p); }
 };
+
+// A float buffer that only grows (ensure), freed on destruction; not copyable.
+template <class Alloc>
+class Buffer {
+public:
+    float* ptr = nullptr;
+
+    Buffer() = default;
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+    ~Buffer() { release(); }
+
+    void release() noexcept {
+        if (ptr) Alloc::release(ptr);
+        ptr = nullptr;
+        cap_ = 0;
+    }
+    void ensure(size_t n) {  // n floats
+        if (n <= cap_) return;
+        release();
+        MSR_CUDA(Alloc::allocate(&ptr, n * sizeof(float)));
+        cap_ = n;
+    }
+
+private:
+    size_t cap_ = 0;  // floats
+};
+
+using DeviceBuffer = Buffer<DeviceAlloc>;
+using HostBuffer = Buffer<PinnedHostAlloc>;
 
 // Copies rows [0, rows) with copy_rows(r0, r1), split over a few CPU threads when
 // the copy is large (host <-> pinned staging is otherwise the bottleneck for big
@@ -464,11 +443,6 @@ void parallel_rows(int rows, size_t bytes_per_row, const F& copy_rows) {
     for (auto& th : pool) th.join();
 }
 
-struct TileGeom {
-    int ty0, tx0, th, tw;  // output tile
-    int ry0, rx0, rh, rw;  // region (tile + halo, clipped to the image)
-};
-
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -496,14 +470,11 @@ struct CudaEngine::Impl {
     const float* W(size_t off) const { return wbuf.ptr + off; }
 
     ~Impl() {
-        // Never throws: errors during teardown are ignored.
+        // Never throws: errors during teardown are ignored. The buffers free
+        // themselves afterwards (member destructors).
         if (stream) cudaStreamSynchronize(stream);
-        for (DeviceBuffer* b : {&wbuf, &d_in, &d_F, &d_X1, &d_hA, &d_hB, &d_acc, &d_out}) b->release();
-        for (int s = 0; s < 2; ++s) {
-            h_in[s].release();
-            h_out[s].release();
-            if (events[s]) cudaEventDestroy(events[s]);
-        }
+        for (cudaEvent_t e : events)
+            if (e) cudaEventDestroy(e);
         if (stream) cudaStreamDestroy(stream);
     }
 
@@ -571,8 +542,8 @@ struct CudaEngine::Impl {
     }
 
     // Enqueue the whole forward pass of one tile (d_in -> d_out) on `stream`.
-    void enqueue_tile(const TileGeom& t) {
-        const int Hr = t.rh, Wr = t.rw;
+    void enqueue_tile(const Tile& t) {
+        const int Hr = t.region.height(), Wr = t.region.width();
         const long long plane = static_cast<long long>(Hr) * Wr;
         const unsigned gpix = blocks_for(plane, kThreads1D);
         const int Wd = spec.width, K = spec.depth, F = spec.f1_width;
@@ -610,11 +581,12 @@ struct CudaEngine::Impl {
             cin = Wd;
         }
 
-        const long long tpix = static_cast<long long>(t.th) * t.tw;
+        const int th = t.out.height(), tw = t.out.width();
+        const long long tpix = static_cast<long long>(th) * tw;
         MSR_LAUNCH_NOSYNC(final_kernel, dim3(blocks_for(tpix, kThreads1D)), dim3(kThreads1D), stream,
                           static_cast<const float*>(d_X1.ptr), static_cast<const float*>(d_acc.ptr),
-                          plane, Wr, t.ty0 - t.ry0, t.tx0 - t.rx0, t.th, t.tw, W(o_fuseb), W(o_f3w),
-                          W(o_f3b), d_out.ptr);
+                          plane, Wr, t.out.y0 - t.region.y0, t.out.x0 - t.region.x0, th, tw,
+                          W(o_fuseb), W(o_f3w), W(o_f3b), d_out.ptr);
     }
 };
 
@@ -634,7 +606,7 @@ int device_count() {
 
 CudaEngine::CudaEngine(const ModelSpec& spec, const Weights& weights, int device)
     : impl_(std::make_unique<Impl>()) {
-    check_spec(spec, weights);
+    validate(spec, weights);
     const int n = device_count();
     if (n == 0) throw std::runtime_error("msrnet CUDA engine: no CUDA device (or driver) available");
     if (device < 0 || device >= n)
@@ -665,68 +637,45 @@ void CudaEngine::run(const float* in, float* out, int H, int W, int tile, const 
     std::lock_guard<std::mutex> lock(m.mutex);
     MSR_CUDA(cudaSetDevice(m.device));
 
-    const int halo = m.spec.receptive_radius();
-    const int Th = tile > 0 ? std::min(tile, H) : H;
-    const int Tw = tile > 0 ? std::min(tile, W) : W;
-    const int ny = (H + Th - 1) / Th, nx = (W + Tw - 1) / Tw;
-    const long long total_ll = static_cast<long long>(ny) * nx;
-    if (total_ll > 0x7fffffff) throw std::invalid_argument("msrnet CUDA engine: too many tiles");
-    const int total = static_cast<int>(total_ll);
-    const int nsets = total > 1 ? 2 : 1;
-    const size_t maxRh = static_cast<size_t>(std::min<long long>(H, Th + 2LL * halo));
-    const size_t maxRw = static_cast<size_t>(std::min<long long>(W, Tw + 2LL * halo));
-    m.ensure_buffers(maxRh * maxRw, static_cast<size_t>(Th) * Tw, nsets);
+    const TileGrid grid(H, W, tile, m.spec.receptive_radius());
+    const int nsets = grid.count() > 1 ? 2 : 1;
+    m.ensure_buffers(grid.max_region_pixels(), grid.max_tile_pixels(), nsets);
 
-    auto geom = [&](int i) {
-        TileGeom t;
-        t.ty0 = (i / nx) * Th;
-        t.tx0 = (i % nx) * Tw;
-        t.th = std::min(Th, H - t.ty0);
-        t.tw = std::min(Tw, W - t.tx0);
-        t.ry0 = std::max(0, t.ty0 - halo);
-        t.rx0 = std::max(0, t.tx0 - halo);
-        t.rh = std::min(H, t.ty0 + t.th + halo) - t.ry0;
-        t.rw = std::min(W, t.tx0 + t.tw + halo) - t.rx0;
-        return t;
-    };
-
-    // Pipeline: the CPU stages tile i+1's input and unstages tile i-1's output
-    // while the GPU computes tile i (two pinned staging sets, one stream).
-    auto finish = [&](int j) {
-        const int s = j % nsets;
-        MSR_CUDA(cudaEventSynchronize(m.events[s]));
-        const TileGeom t = geom(j);
-        const float* src = m.h_out[s].ptr;
-        const size_t row_bytes = static_cast<size_t>(t.tw) * 3 * sizeof(float);
-        parallel_rows(t.th, row_bytes, [&](int r0, int r1) {
-            for (int r = r0; r < r1; ++r)
-                std::memcpy(out + (static_cast<size_t>(t.ty0 + r) * W + t.tx0) * 3,
-                            src + static_cast<size_t>(r) * t.tw * 3, row_bytes);
+    // Pipeline (lookahead 1): the CPU stages tile i+1's input and unstages tile
+    // i-1's output while the GPU computes tile i (two pinned staging sets, one stream).
+    auto begin = [&](const Tile& t) {
+        const int s = t.index % nsets;
+        const Rect& r = t.region;
+        float* st = m.h_in[s].ptr;
+        const size_t row_bytes = static_cast<size_t>(r.width()) * 3 * sizeof(float);
+        parallel_rows(r.height(), row_bytes, [&](int r0, int r1) {
+            for (int y = r0; y < r1; ++y)
+                std::memcpy(st + static_cast<size_t>(y) * r.width() * 3,
+                            in + (static_cast<size_t>(r.y0 + y) * W + r.x0) * 3, row_bytes);
         });
-        if (progress && !progress(j + 1, total)) throw Cancelled();
+        MSR_CUDA(cudaMemcpyAsync(m.d_in.ptr, st,
+                                 static_cast<size_t>(r.height()) * r.width() * 3 * sizeof(float),
+                                 cudaMemcpyHostToDevice, m.stream));
+        m.enqueue_tile(t);
+        MSR_CUDA(cudaMemcpyAsync(m.h_out[s].ptr, m.d_out.ptr,
+                                 static_cast<size_t>(t.out.height()) * t.out.width() * 3 * sizeof(float),
+                                 cudaMemcpyDeviceToHost, m.stream));
+        MSR_CUDA(cudaEventRecord(m.events[s], m.stream));
     };
-
+    auto end = [&](const Tile& t) {
+        const int s = t.index % nsets;
+        MSR_CUDA(cudaEventSynchronize(m.events[s]));
+        const Rect& o = t.out;
+        const float* src = m.h_out[s].ptr;
+        const size_t row_bytes = static_cast<size_t>(o.width()) * 3 * sizeof(float);
+        parallel_rows(o.height(), row_bytes, [&](int r0, int r1) {
+            for (int y = r0; y < r1; ++y)
+                std::memcpy(out + (static_cast<size_t>(o.y0 + y) * W + o.x0) * 3,
+                            src + static_cast<size_t>(y) * o.width() * 3, row_bytes);
+        });
+    };
     try {
-        for (int i = 0; i < total; ++i) {
-            const int s = i % nsets;
-            const TileGeom t = geom(i);
-            float* st = m.h_in[s].ptr;
-            const size_t row_bytes = static_cast<size_t>(t.rw) * 3 * sizeof(float);
-            parallel_rows(t.rh, row_bytes, [&](int r0, int r1) {
-                for (int r = r0; r < r1; ++r)
-                    std::memcpy(st + static_cast<size_t>(r) * t.rw * 3,
-                                in + (static_cast<size_t>(t.ry0 + r) * W + t.rx0) * 3, row_bytes);
-            });
-            MSR_CUDA(cudaMemcpyAsync(m.d_in.ptr, st, static_cast<size_t>(t.rh) * t.rw * 3 * sizeof(float),
-                                     cudaMemcpyHostToDevice, m.stream));
-            m.enqueue_tile(t);
-            MSR_CUDA(cudaMemcpyAsync(m.h_out[s].ptr, m.d_out.ptr,
-                                     static_cast<size_t>(t.th) * t.tw * 3 * sizeof(float),
-                                     cudaMemcpyDeviceToHost, m.stream));
-            MSR_CUDA(cudaEventRecord(m.events[s], m.stream));
-            if (i > 0) finish(i - 1);
-        }
-        finish(total - 1);
+        for_each_tile(grid, progress, /*lookahead=*/nsets - 1, begin, end);
     } catch (...) {
         cudaStreamSynchronize(m.stream);  // leave nothing in flight on our buffers
         throw;

@@ -11,6 +11,7 @@ result equals the eager one).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from typing import Any, Callable, Optional
@@ -126,9 +127,9 @@ def enhance(
         result = _enhance_dask(data, checkpoint, scaling, tile=tile, threads=threads,
                                device=device)
     else:
-        engine = _engine_for(checkpoint, device)
-        result = _enhance_planes(data, scaling, engine, tile=tile, threads=threads,
-                                 progress=progress, cancel=cancel)
+        with _engine_for(checkpoint, device) as engine:
+            result = _enhance_planes(data, scaling, engine, tile=tile, threads=threads,
+                                     progress=progress, cancel=cancel)
     return (result, scaling) if return_decision else result
 
 
@@ -279,8 +280,12 @@ def _enhance_planes(data: np.ndarray, decision: IntensityDecision, engine, *,
         for (in0, in1, out0, out1), n_tiles in zip(bands, band_tiles):
             if cancel is not None and cancel.is_set():
                 raise Cancelled("enhancement cancelled")
-            result = engine.run(io.to_network(i, plane[in0:in1]), tile=tile, threads=threads,
-                                progress=report.callback())
+            try:
+                result = engine.run(io.to_network(i, plane[in0:in1]), tile=tile,
+                                    threads=threads, progress=report.callback())
+            except Cancelled:
+                report.raise_callback_error()  # the callback's own error, not "cancelled"
+                raise
             report.finish(n_tiles)
             result = result[out0 - in0:out1 - in0]
             check_finite_output(result)
@@ -294,17 +299,27 @@ class _JobProgress:
 
     def __init__(self, total: int, progress, cancel) -> None:
         self.total, self.base, self.progress, self.cancel = total, 0, progress, cancel
+        self.error: Optional[BaseException] = None
 
     def callback(self):
         if self.progress is None and self.cancel is None:
             return None
 
         def report(done: int, _total: int) -> bool:
-            if self.progress is not None:
-                self.progress(self.base + done, self.total)
-            return not (self.cancel is not None and self.cancel.is_set())
+            try:
+                if self.progress is not None:
+                    self.progress(self.base + done, self.total)
+                return not (self.cancel is not None and bool(self.cancel.is_set()))
+            except BaseException as exc:  # noqa: BLE001 - re-raised by enhance()
+                self.error = exc
+                return False  # stop the engine; the error surfaces instead of "cancelled"
 
         return report
+
+    def raise_callback_error(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
 
     def finish(self, n_tiles: int) -> None:
         self.base += n_tiles
@@ -318,18 +333,35 @@ def _fingerprint(checkpoint: Checkpoint) -> str:
     return h.hexdigest()
 
 
+_IN_USE = threading.local()  # engine keys this thread is running (re-entrancy guard)
+
+
+@contextlib.contextmanager
 def _engine_for(checkpoint: Checkpoint, device: str):
-    """Engines are cached by weight content, so dask blocks reuse one per process."""
+    """Engines are cached by weight content, so dask blocks reuse one per process.
+
+    An engine runs one call at a time (other threads wait for it). A call re-entered
+    from the same thread - a progress callback that calls enhance() with the same
+    weights - gets a private engine instead of waiting for itself forever.
+    """
     from .engine import Engine
 
     key = (_fingerprint(checkpoint), device)
+    busy = _IN_USE.__dict__.setdefault("keys", set())
+    if key in busy:
+        yield Engine(checkpoint, device=device)
+        return
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)
         if engine is None:
             if len(_ENGINES) >= 4:
                 _ENGINES.pop(next(iter(_ENGINES)))
             engine = _ENGINES[key] = Engine(checkpoint, device=device)
-    return engine
+    busy.add(key)
+    try:
+        yield engine
+    finally:
+        busy.discard(key)
 
 
 # --------------------------------------------------------------------------- dask

@@ -102,14 +102,20 @@ def cast_to(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """float64 ``values`` -> ``dtype``: integers rounded and clipped to the dtype's range
     (in float64, so the white level never wraps), floats unchanged."""
     dtype = np.dtype(dtype)
-    if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        np.rint(values, out=values)
-        # float64 cannot hold 2**63 - 1 exactly; nextafter keeps the clip inside the range
-        hi = float(info.max) if info.bits < 64 else np.nextafter(float(info.max), 0.0)
-        lo = float(info.min) if info.bits < 64 else np.nextafter(float(info.min), 0.0)
-        np.clip(values, lo, hi, out=values)
-    return values.astype(dtype, copy=False)
+    if dtype.kind not in "ui":
+        return values.astype(dtype, copy=False)
+    info = np.iinfo(dtype)
+    np.rint(values, out=values)
+    if info.bits < 64:
+        np.clip(values, info.min, info.max, out=values)
+        return values.astype(dtype, copy=False)
+    # float64 cannot hold 2**63 - 1 or 2**64 - 1: the ends are set exactly, after the cast
+    top, bottom = values >= float(info.max), values <= float(info.min)
+    np.clip(values, np.nextafter(float(info.min), 0.0), np.nextafter(float(info.max), 0.0),
+            out=values)
+    out = values.astype(dtype)
+    out[top], out[bottom] = info.max, info.min
+    return out
 
 
 @dataclass(frozen=True)

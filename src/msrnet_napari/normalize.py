@@ -37,7 +37,8 @@ class Scaling:
     description: str
 
     def __post_init__(self) -> None:
-        if not (np.isfinite(self.low) and np.isfinite(self.high) and self.high > self.low):
+        if not (np.isfinite(self.low) and np.isfinite(self.high) and self.high > self.low
+                and np.isfinite(1.0 / (self.high - self.low))):
             raise ValueError(
                 f"intensity range must be finite with high > low, got ({self.low}, {self.high})"
             )
@@ -85,15 +86,19 @@ def choose_scaling(
                 f"{dtype} data has negative values (min {minimum}); pass "
                 "intensity_range=(low, high) to say how to map it onto [0, 1]"
             )
+        # signed integers hold one bit less: int8 white is 127, int16 at most 32767
+        max_bits = 8 * dtype.itemsize - (1 if dtype.kind == "i" else 0)
         if bit_depth is None:
             if dtype.itemsize == 1:
-                bit_depth = 8
+                bit_depth = max_bits
             elif maximum is None:
                 raise ValueError("maximum is needed to detect the bit depth")
             else:
-                bit_depth = detect_bit_depth(maximum)
-        if not isinstance(bit_depth, (int, np.integer)) or not 1 <= bit_depth <= 8 * dtype.itemsize:
-            raise ValueError(f"bit_depth must be 1..{8 * dtype.itemsize} for {dtype}, got {bit_depth!r}")
+                bit_depth = min(detect_bit_depth(maximum), max_bits)
+        if isinstance(bit_depth, (bool, np.bool_)) or not isinstance(bit_depth, (int, np.integer)) \
+                or not 1 <= bit_depth <= max_bits:
+            raise ValueError(f"bit_depth must be an integer in 1..{max_bits} for {dtype}, got "
+                             f"{str(bit_depth)[:40]}")
         return Scaling(0.0, float(2**int(bit_depth) - 1), f"{int(bit_depth)}-bit integer")
     # float
     if bit_depth is not None:
@@ -107,21 +112,32 @@ def choose_scaling(
 
 
 def to_unit(data: np.ndarray, scaling: Scaling) -> np.ndarray:
-    """Map stored values to float32 in [0, 1] (clipped)."""
-    out = np.asarray(data, dtype=np.float32)
-    out = (out - np.float32(scaling.low)) * np.float32(1.0 / (scaling.high - scaling.low))
-    return np.clip(out, 0.0, 1.0, out=out)
+    """Map stored values to float32 in [0, 1] (clipped).
+
+    Wide data (float64, 32/64-bit integers) and ranges whose reciprocal float32 cannot
+    hold are computed in float64, so the low end is subtracted before any rounding."""
+    data = np.asarray(data)
+    factor = 1.0 / (scaling.high - scaling.low)
+    wide = data.dtype.itemsize > 4 or (data.dtype.kind in "ui" and data.dtype.itemsize == 4) \
+        or not np.isfinite(np.float32(factor)) or np.float32(factor) == 0
+    work = np.float64 if wide else np.float32
+    out = np.asarray(data, dtype=work) - work(scaling.low)
+    out *= work(factor)
+    np.clip(out, 0.0, 1.0, out=out)
+    return out.astype(np.float32, copy=False)
 
 
 def from_unit(unit: np.ndarray, scaling: Scaling, dtype: np.dtype) -> np.ndarray:
     """Map network output back to stored values of ``dtype`` (clipped, rounded for ints)."""
+    from .linear_intensity import cast_to
+
     dtype = np.dtype(dtype)
-    work = np.float64 if dtype.itemsize > 4 else np.float32
+    # float64 for >= 32-bit integers: float32 rounds 2**32 - 1 up to 2**32, which wraps to 0
+    work = np.float64 if dtype.itemsize >= 4 and (dtype.kind in "ui" or dtype.itemsize > 4) \
+        else np.float32
     out = np.clip(unit, 0.0, 1.0, dtype=work)  # the only temporary; the rest is in place
     out *= work(scaling.high - scaling.low)
     out += work(scaling.low)
     if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        np.rint(out, out=out)
-        np.clip(out, info.min, info.max, out=out)
+        return cast_to(out.astype(np.float64, copy=False), dtype)
     return out.astype(dtype, copy=False)

@@ -6,8 +6,11 @@ PyTorch reference is in tests/test_parity.py.
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,6 +111,34 @@ def test_cpp_layer_table_is_config_parameter_shapes(cfg):
     every name, shape and the order."""
     got = _core.parameter_shapes(cfg.engine_dict())
     assert list(got.items()) == list(parameter_shapes(cfg).items())
+
+
+def test_stub_types_the_compiled_module():
+    """_core.pyi sits in the package (also in the installed wheel, with py.typed) and
+    names exactly what the compiled module exports."""
+    import msrnet_napari
+
+    here = Path(msrnet_napari.__file__).parent
+    stub = here / "_core.pyi"
+    assert stub.is_file() and (here / "py.typed").is_file()
+    tree = ast.parse(stub.read_text(encoding="utf-8"))
+    declared = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            declared.add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            declared.add(node.target.id)
+    exported = {n for n in dir(_core) if not n.startswith("__")} | {"__version__"}
+    if not _core.has_cuda:
+        exported.add("CudaEngine")  # typed for builds with CUDA
+    assert declared == exported
+
+
+def test_version_from_one_place():
+    import msrnet_napari
+
+    assert _core.__version__ == msrnet_napari.__version__
+    assert importlib.metadata.version("msrnet-napari") == msrnet_napari.__version__
 
 
 def test_module_attributes():

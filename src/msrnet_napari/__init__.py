@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: pyproject.toml (regex provider) and CMake read it
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .config import MSRNetConfig

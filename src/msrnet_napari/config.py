@@ -30,6 +30,18 @@ CHANNELS = 3  # the model works on RGB; gray data is replicated (see enhance)
 MAX_EXPOSURE_GAIN = 64.0  # display space: x * g
 MAX_LINEAR_EXPOSURE_GAIN = 4096.0  # linear light: about 32x in display values
 EXPOSURE_SPACES = ("display", "linear")
+#: the statistic of the photo model's exposure gain (msrnet_napari.exposure):
+#: "mean" - plain mean of the whole image (checkpoints before v2);
+#: "robust" - winsorised mean, the brightest exposure_trim fraction clipped
+EXPOSURE_STATISTICS = ("mean", "robust")
+#: the bound on the gain: "fixed" - max_exposure_gain (checkpoints before v2);
+#: "quantisation" - also no more than makes one quantisation step above black
+#: reach black_step (see msrnet_napari.exposure.max_exposure_gain)
+MAX_GAIN_RULES = ("fixed", "quantisation")
+#: photo-exposure keys added in v2, written into a checkpoint's config only when they
+#: differ from these defaults (so a default config's dict is the one of before)
+PHOTO_EXPOSURE_DEFAULTS = {"exposure_statistic": "mean", "exposure_trim": 0.02,
+                           "max_gain_rule": "fixed", "black_step": 0.25, "noise_floor": 0.0}
 #: intensity models a checkpoint can expect (see msrnet_napari.intensity):
 #: "photo" - sRGB-encoded photos, bit-depth scaling (+ exposure normalisation);
 #: "linear" - linear sensor data (microscopy, astronomy): dark level and robust
@@ -61,6 +73,16 @@ class MSRNetConfig:
     exposure_target: float = 0.0
     exposure_space: str = "display"
     intensity: str = "photo"  # one of INTENSITY_MODELS
+    # Photo exposure rule (v2; defaults = the rule of earlier checkpoints), see
+    # msrnet_napari.exposure: the statistic ("mean" or "robust", with the brightest
+    # exposure_trim fraction of the pixels clipped), the max-gain rule ("fixed" or
+    # "quantisation": one quantisation step above black may reach the display value
+    # black_step, the step being at least noise_floor, in exposure_space units).
+    exposure_statistic: str = "mean"
+    exposure_trim: float = 0.02
+    max_gain_rule: str = "fixed"
+    black_step: float = 0.25
+    noise_floor: float = 0.0
 
     def __post_init__(self) -> None:
         bases = tuple(float(v) for v in self.log_bases)
@@ -75,6 +97,21 @@ class MSRNetConfig:
                              f"{brief_repr(self.exposure_target)}")
         object.__setattr__(self, "exposure_target", float(self.exposure_target))
         check_exposure_space(self.exposure_space)
+        if self.exposure_statistic not in EXPOSURE_STATISTICS:
+            raise ValueError(f"exposure_statistic must be one of {EXPOSURE_STATISTICS}, got "
+                             f"{brief_repr(self.exposure_statistic)}")
+        if self.max_gain_rule not in MAX_GAIN_RULES:
+            raise ValueError(f"max_gain_rule must be one of {MAX_GAIN_RULES}, got "
+                             f"{brief_repr(self.max_gain_rule)}")
+        for name, lo, hi, lo_open in (("exposure_trim", 0.0, 0.5, False),
+                                      ("black_step", 0.0, 1.0, True),
+                                      ("noise_floor", 0.0, 1.0, False)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    (lo < value if lo_open else lo <= value) and value <= hi):
+                raise ValueError(f"{name} must lie in {'(' if lo_open else '['}{lo:g}, {hi:g}], "
+                                 f"got {brief_repr(value)}")
+            object.__setattr__(self, name, float(value))
         if self.intensity not in INTENSITY_MODELS:
             raise ValueError(f"intensity must be one of {INTENSITY_MODELS}, got "
                              f"{brief_repr(self.intensity)}")
@@ -102,11 +139,15 @@ class MSRNetConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["log_bases"] = list(self.log_bases)
+        for key, default in PHOTO_EXPOSURE_DEFAULTS.items():  # v2 keys only when used
+            if d[key] == default:
+                del d[key]
         return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MSRNetConfig":
-        known = {*ARCHITECTURE_KEYS, "exposure_target", "exposure_space", "intensity"}
+        known = {*ARCHITECTURE_KEYS, "exposure_target", "exposure_space", "intensity",
+                 *PHOTO_EXPOSURE_DEFAULTS}
         unknown = set(data) - known
         if unknown:
             raise ValueError("unknown MSR-net config keys: "
@@ -116,18 +157,20 @@ class MSRNetConfig:
             kwargs["log_bases"] = tuple(kwargs["log_bases"])
         return cls(**kwargs)
 
-    def exposure_gain(self, mean: float) -> float:
-        """Input gain for an image whose mean (in ``exposure_space``, in [0, 1]) is ``mean``.
+    def exposure_gain(self, mean: float, quantisation_step: float = 0.0) -> float:
+        """Input gain for an image whose exposure statistic (``exposure_statistic`` in
+        ``exposure_space``, in [0, 1]) is ``mean`` and whose quantisation step (in [0, 1]
+        input units; 0 = unknown) is ``quantisation_step``.
 
-        Brightens dark inputs so their mean reaches ``exposure_target``; never
-        darkens (gain >= 1) and never exceeds ``max_exposure_gain``. This removes
+        Brightens dark inputs so their statistic reaches ``exposure_target``; never
+        darkens (gain >= 1) and never exceeds the max-gain rule's bound. This removes
         the exposure ambiguity a network with a 1 + depth pixel receptive field
         cannot resolve on its own. Returns 1 when exposure normalisation is off.
+        The rule itself lives in :func:`msrnet_napari.exposure.exposure_gain`.
         """
-        if self.exposure_target <= 0.0:
-            return 1.0
-        return min(max(self.exposure_target / max(float(mean), 1e-9), 1.0),
-                   self.max_exposure_gain)
+        from .exposure import exposure_gain
+
+        return float(exposure_gain(self, float(mean), float(quantisation_step)))
 
     @property
     def max_exposure_gain(self) -> float:

@@ -31,7 +31,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .checkpoint import Checkpoint
-from .exposure import apply_exposure_gain, exposure_statistic
+from .exposure import (ExposureSummary, apply_exposure_gain, exposure_statistic,
+                       exposure_summary, quantisation_step, summary_statistic)
 from .layout import Layout, resolve_layout
 from .linear_intensity import ChannelMapping, LinearMapping, cast_to, decide_channel, strided_sample
 from .normalize import Scaling, check_dtype, choose_scaling, from_unit, to_unit
@@ -162,9 +163,17 @@ def _photo_mapping(array, layout: Layout, checkpoint: Checkpoint, out_dtype: np.
     if exposure_gain is None:
         if config.exposure_target <= 0:
             exposure_gain = 1.0  # no pass over the data
-        else:
+        elif config.exposure_statistic == "mean" and config.max_gain_rule == "fixed":
             total, count = _exposure_sums(array, layout, scaling, config.exposure_space)
-            exposure_gain = config.exposure_gain(total / count)
+            exposure_gain = config.exposure_gain(total / count)  # the rule before v2
+        else:  # v2 rule: the statistic and the quantisation step from one summary pass
+            summary = _exposure_sums(array, layout, scaling, config.exposure_space,
+                                     summary=True)
+            statistic = summary_statistic(summary.counts, summary.sums,
+                                          config.exposure_statistic, config.exposure_trim)
+            integer_step = (1.0 / (scaling.high - scaling.low) if dtype.kind in "ui" else None)
+            exposure_gain = config.exposure_gain(
+                float(statistic), quantisation_step(summary.grid_error, integer_step))
     exposure_gain = _positive("exposure_gain", exposure_gain)
     return PhotoMapping(scaling, out_scaling, exposure_gain, config.exposure_space)
 
@@ -182,10 +191,26 @@ def _extremes(array) -> tuple[float, float]:
     return lo, hi
 
 
-def _exposure_sums(array, layout: Layout, scaling: Scaling, space: str) -> tuple[float, int]:
+def _exposure_sums(array, layout: Layout, scaling: Scaling, space: str, summary: bool = False):
     """(sum, count) of the exposure statistic over the colour channels of the whole
-    array: the same per-block statistic for numpy (bands of rows) and dask (blocks)."""
+    array: the same per-block statistic for numpy (bands of rows) and dask (blocks).
+    With ``summary``: the :class:`~msrnet_napari.exposure.ExposureSummary` of the whole
+    array instead (histogram sums add up over any blocks, so numpy and dask agree)."""
     colour = array[..., :3] if layout.rgb else array
+    if summary:
+        def summ(block: np.ndarray) -> ExposureSummary:
+            return exposure_summary(to_unit(block, scaling), space)
+
+        if is_dask(colour):
+            import dask
+
+            blocks = colour.to_delayed().ravel()
+            return ExposureSummary.combine(dask.compute(*[dask.delayed(summ)(b) for b in blocks]))
+        planes = layout.to_planes(np.asarray(array))
+        rows = max(1, BAND_PIXELS // max(1, layout.plane_shape[1]))
+        return ExposureSummary.combine(summ(plane[r:r + rows][..., :3] if layout.rgb
+                                            else plane[r:r + rows])
+                                       for plane in planes for r in range(0, plane.shape[0], rows))
 
     def stat(block: np.ndarray) -> tuple[float, int]:
         return exposure_statistic(to_unit(block, scaling), space)

@@ -10,11 +10,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint
 from ..config import CHANNELS, MSRNetConfig, parameter_shapes
+from .. import exposure
 from ..exposure import apply_exposure_gain, srgb_to_linear
 
 
@@ -84,12 +86,40 @@ class MSRNet(nn.Module):
             gain = self.exposure_gain(x)
         return apply_exposure_gain(x, gain, cfg.exposure_space)
 
-    def exposure_gain(self, x: torch.Tensor) -> torch.Tensor:
-        """config.exposure_gain of the mean of each sample of ``x`` (N x 1 x 1 x 1)."""
+    def exposure_gain(self, x: torch.Tensor, quantisation_step: float | None = None
+                      ) -> torch.Tensor:
+        """The exposure gain of each sample of ``x`` (N x 1 x 1 x 1), by the one rule
+        (:func:`msrnet_napari.exposure.exposure_gain`) that enhance() applies to a whole
+        float image: the configured statistic (the robust one from the same
+        :func:`~msrnet_napari.exposure.exposure_summary`), and the quantisation step
+        detected from the 8-bit grid unless ``quantisation_step`` is given."""
         cfg = self.config
-        stat = srgb_to_linear(x.detach()) if cfg.exposure_space == "linear" else x.detach()
-        mean = stat.float().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-9)
-        return (cfg.exposure_target / mean).clamp(1.0, cfg.max_exposure_gain)
+        x = x.detach().float()
+        n = x.shape[0]
+        if cfg.exposure_target <= 0.0:
+            return torch.ones((n, 1, 1, 1), device=x.device)
+        if quantisation_step is not None:
+            step = torch.full((n,), float(quantisation_step), device=x.device)
+        elif cfg.max_gain_rule == "fixed":
+            step = torch.zeros((n,), device=x.device)
+        else:
+            step = exposure.quantisation_step(_grid_error(x))
+        if cfg.exposure_statistic == "mean":
+            stat = srgb_to_linear(x) if cfg.exposure_space == "linear" else x
+            value = stat.mean(dim=(1, 2, 3))
+        else:  # the numpy summary per sample: exactly enhance()'s statistic
+            parts = [exposure.exposure_summary(s, cfg.exposure_space) for s in x.cpu().numpy()]
+            value = torch.from_numpy(exposure.summary_statistic(
+                np.stack([p.counts for p in parts]), np.stack([p.sums for p in parts]),
+                "robust", cfg.exposure_trim)).float().to(x.device)
+        gain = exposure.exposure_gain(cfg, value.clamp_min(1e-9), step)
+        return gain.float().view(n, 1, 1, 1)
+
+
+def _grid_error(x: torch.Tensor) -> torch.Tensor:
+    """Per sample: the largest distance of a value from the 8-bit grid, in codes."""
+    codes = x.clamp(0, 1) * 255.0
+    return (codes - codes.round()).abs().amax(dim=tuple(range(1, x.dim())))
 
 
 def init_weights(model: MSRNet, seed: int | None = None, gain: float = 1.0) -> MSRNet:

@@ -56,7 +56,8 @@ def default_model():
 @pytest.fixture(scope="module")
 def engines(default_model):
     config, weights = default_model
-    return _core.Engine(config.engine_dict(), weights), _core.CudaEngine(config.engine_dict(), weights)
+    cfg = config.engine_dict()
+    return _core.Engine(cfg, weights), _core.CudaEngine(cfg, weights)
 
 
 def test_device_count_positive():

@@ -16,8 +16,15 @@ import numpy as np
 import pytest
 
 from msrnet_napari import _core
-from msrnet_napari import config
-from msrnet_napari.config import ARCHITECTURE_KEYS, MSRNetConfig, parameter_shapes
+from msrnet_napari.config import (
+    ARCHITECTURE_KEYS,
+    MAX_DEPTH,
+    MAX_F1_WIDTH,
+    MAX_LOG_BASES,
+    MAX_WIDTH,
+    MSRNetConfig,
+    parameter_shapes,
+)
 from msrnet_napari.engine import Cancelled, Engine, cuda_available
 
 from conftest import random_weights
@@ -84,9 +91,9 @@ def test_config_must_be_exactly_the_architecture():
 
 
 @pytest.mark.parametrize("key, value, limit", [
-    ("depth", config.MAX_DEPTH + 1, "MAX_DEPTH"), ("width", config.MAX_WIDTH + 1, "MAX_WIDTH"),
-    ("f1_width", config.MAX_F1_WIDTH + 1, "MAX_F1_WIDTH"), ("depth", 0, "MAX_DEPTH"),
-    ("log_bases", [1.0] * (config.MAX_LOG_BASES + 1), "MAX_LOG_BASES"),
+    ("depth", MAX_DEPTH + 1, "MAX_DEPTH"), ("width", MAX_WIDTH + 1, "MAX_WIDTH"),
+    ("f1_width", MAX_F1_WIDTH + 1, "MAX_F1_WIDTH"), ("depth", 0, "MAX_DEPTH"),
+    ("log_bases", [1.0] * (MAX_LOG_BASES + 1), "MAX_LOG_BASES"),
     ("log_bases", [], "MAX_LOG_BASES"),
 ])
 def test_config_limits_are_pythons(key, value, limit):
@@ -103,8 +110,8 @@ def test_config_log_bases_positive_and_finite(bases):
 
 @pytest.mark.parametrize("cfg", [
     SMALL, DEFAULT, MSRNetConfig(log_bases=(3.0,), depth=1, width=1, f1_width=1),
-    MSRNetConfig(depth=config.MAX_DEPTH, width=7, f1_width=config.MAX_F1_WIDTH,
-                 log_bases=tuple(range(1, config.MAX_LOG_BASES + 1))),
+    MSRNetConfig(depth=MAX_DEPTH, width=7, f1_width=MAX_F1_WIDTH,
+                 log_bases=tuple(range(1, MAX_LOG_BASES + 1))),
 ])
 def test_cpp_layer_table_is_config_parameter_shapes(cfg):
     """The C++ layer table (msrnet/model.h) and config.parameter_shapes agree on

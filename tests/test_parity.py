@@ -11,14 +11,18 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import make_model, numpy_weights, torch_forward  # noqa: E402
-
 from msrnet_napari import _core, enhance, exposure_gain_for  # noqa: E402
 from msrnet_napari.checkpoint import Checkpoint  # noqa: E402
 from msrnet_napari.config import MSRNetConfig  # noqa: E402
 from msrnet_napari.engine import Engine  # noqa: E402
-from msrnet_napari.training.model import (MSRNet, init_weights,  # noqa: E402
-                                          model_from_checkpoint, save_checkpoint)
+from msrnet_napari.training.model import (  # noqa: E402
+    MSRNet,
+    init_weights,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+
+from conftest import make_model, numpy_weights, torch_forward  # noqa: E402
 
 TOL = 1e-4
 SMALL = MSRNetConfig(log_bases=(1.0, 50.0), depth=3, width=8, f1_width=5)

@@ -53,8 +53,8 @@ def test_tile_between_height_and_width(shape):
     img = np.random.default_rng(4).random((*shape, 3), dtype=np.float32)
     full = eng.run(img, tile=max(shape))
     for tile in (min(shape) + 1, 16, 2**31 - 1):
-        calls = []
-        out = eng.run(img, tile=tile, progress=lambda d, t: calls.append((d, t)))
+        calls: list[tuple[int, int]] = []
+        out = eng.run(img, tile=tile, progress=lambda d, t, calls=calls: calls.append((d, t)))
         np.testing.assert_allclose(out, full, atol=1e-5, rtol=0, err_msg=f"tile={tile}")
         n = -(-max(shape) // min(tile, max(shape)))
         assert calls == [(i, n) for i in range(1, n + 1)], (tile, calls)

@@ -1,14 +1,14 @@
 """Inference backends: the compiled CPU engine and, when built, the CUDA engine.
 
 No torch and no napari here.  ``Engine(checkpoint, device=...)`` wraps
-``msrnet_napari._core`` (see docs/ARCHITECTURE.md): images are float32
+``msrnet_napari._core`` (see docs/ARCHITECTURE.md; typed in _core.pyi): images are float32
 H x W x 3 arrays, processed in tiles whose halo makes the result independent
 of the tile size.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -52,8 +52,8 @@ class Engine:
         config = checkpoint.config.engine_dict()
         weights = {k: np.ascontiguousarray(v, dtype=np.float32)
                    for k, v in checkpoint.weights.items()}
-        self._impl: Any = (_core.CudaEngine(config, weights) if device == "cuda"
-                           else _core.Engine(config, weights))
+        impl = _core.CudaEngine if device == "cuda" else _core.Engine
+        self._impl: _core.Engine | _core.CudaEngine = impl(config, weights)
         self.device = device
         # GPUs need big tiles to be busy (see benchmarks/bench_cuda.py); CPUs want cache-sized ones
         self.default_tile = 2048 if device == "cuda" else 256

@@ -12,7 +12,7 @@ shown with the detected range).
 
 Needs only numpy and Pillow (no matplotlib)::
 
-    python scripts/make_before_after.py [--out docs/images/before_after.png] [--weights ckpt.pt]
+    python docs/tools/make_before_after.py [--out docs/images/before_after.png] [--weights ckpt.pt]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # docs/tools/ -> repository root
 PAD = 12
 LABEL_H = 24
 TITLE_H = 30

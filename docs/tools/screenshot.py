@@ -3,9 +3,9 @@ sample and its enhanced copy side by side.
 
 Run headless with a virtual display::
 
-    xvfb-run -a python scripts/screenshot.py                 # bundled default weights
-    xvfb-run -a python scripts/screenshot.py --weights ckpt.pt
-    xvfb-run -a python scripts/screenshot.py --random        # untrained demo weights
+    xvfb-run -a python docs/tools/screenshot.py                 # bundled default weights
+    xvfb-run -a python docs/tools/screenshot.py --weights ckpt.pt
+    xvfb-run -a python docs/tools/screenshot.py --random        # untrained demo weights
 
 Without --weights, the bundled default model is used when installed; otherwise
 (or with --random) a small random-weights model is written to a temporary
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # docs/tools/ -> repository root
 
 
 def _random_checkpoint(folder: Path) -> Path:

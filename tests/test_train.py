@@ -262,3 +262,132 @@ def test_data_pack_shrinks_until_it_fits(image_folder, tmp_path, capsys):
     assert data_pack.main(["--images", str(folder), "--splits", str(splits), "--out", str(out),
                            "--max-mb", "0", "--max-side", "140"]) == 0
     assert "max side 126" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- v2: real pairs
+
+@pytest.fixture
+def pair_folder(tmp_path):
+    """12 aligned pairs: low = a darker, noisier copy of high; same stems, other formats."""
+    rng = np.random.default_rng(5)
+    root = tmp_path / "pairs"
+    (root / "low").mkdir(parents=True)
+    (root / "high").mkdir()
+    for i in range(12):
+        yy, xx = np.mgrid[0:36, 0:44]
+        high = np.stack([(np.sin(xx / (2 + i % 4)) + 1) / 2, (np.cos(yy / 5) + 1) / 2,
+                         rng.random((36, 44))], -1) * 0.8 + 0.1
+        low = np.clip(high * (0.05 + 0.01 * i) + rng.normal(0, 0.004, high.shape), 0, 1)
+        PIL.fromarray((low * 255).round().astype(np.uint8)).save(root / "low" / f"{i}.png")
+        PIL.fromarray((high * 255).round().astype(np.uint8)).save(root / "high" / f"{i}.png")
+    return root
+
+
+def test_pairs_load_with_a_fixed_holdout_that_never_overlaps(pair_folder, tmp_path):
+    from msrnet_napari.training.data import load_pairs, pair_split
+
+    split_file = tmp_path / "splits" / "pairs.json"
+    train_pairs, val_pairs = load_pairs(pair_folder, split_file, n_val=3)
+    assert len(train_pairs) == 9 and len(val_pairs) == 3
+    assert not set(train_pairs) & set(val_pairs)
+    low, high = val_pairs[next(iter(val_pairs))]
+    assert low.shape == high.shape == (36, 44, 3) and low.dtype == np.uint8
+    assert low.mean() < high.mean()
+    saved = json.loads(split_file.read_text())
+    assert sorted(saved["val"]) == sorted(val_pairs) and "sha256" in saved["rule"]
+    # deterministic: the rule depends on the stems only, not on the order or the folder
+    stems = [str(i) for i in range(12)]
+    assert pair_split(stems, 3) == pair_split(stems[::-1], 3)
+    assert sorted(pair_split(stems, 3)["val"]) == sorted(val_pairs)
+    # the split file wins over the rule (reproducible even if the rule's n changes)
+    again, again_val = load_pairs(pair_folder, split_file, n_val=5)
+    assert sorted(again_val) == sorted(val_pairs) and sorted(again) == sorted(train_pairs)
+    split_file.write_text(json.dumps({"train": ["0", "1"], "val": ["1"]}))
+    with pytest.raises(ValueError, match="both train and val"):
+        load_pairs(pair_folder, split_file)
+
+
+def test_unpaired_stems_are_refused(pair_folder):
+    from msrnet_napari.training.data import load_pairs
+
+    (pair_folder / "high" / "0.png").rename(pair_folder / "high" / "zz.png")
+    with pytest.raises(ValueError, match="lack a partner"):
+        load_pairs(pair_folder)
+
+
+def test_pair_sampler_cuts_aligned_crops_with_the_whole_image_gain():
+    from msrnet_napari.training.data import PairSampler
+
+    rng = np.random.default_rng(1)
+    highs = [rng.integers(40, 250, (30, 34, 3), dtype=np.uint8) for _ in range(3)]
+    pairs = [((h // 4).astype(np.uint8), h) for h in highs]
+    s = PairSampler(pairs, [2.0, 3.0, 4.0], 12, seed=3)
+    for _ in range(3):
+        low, high, gain = s.sample(8)
+        assert low.shape == high.shape == (8, 3, 12, 12) and gain.shape == (8, 1, 1, 1)
+        # the same position and transform: low is high // 4 pixel by pixel
+        np.testing.assert_allclose((high * 255).round().numpy() // 4, (low * 255).round().numpy())
+        assert set(gain.flatten().tolist()) <= {2.0, 3.0, 4.0}
+
+
+def test_photo_folder_trees_and_fixed_val_count(tmp_path, image_folder):
+    from msrnet_napari.training.data import load_dataset
+
+    folder, _ = image_folder
+    other = tmp_path / "other" / "sub"
+    other.mkdir(parents=True)
+    PIL.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(other / "x.jpg")
+    train_imgs, val_imgs = load_dataset(images=[str(folder), str(tmp_path / "other")],
+                                        val_count=2)
+    names = set(train_imgs) | set(val_imgs)
+    assert names == {"images/im0.png", "images/im1.png", "images/im2.png", "images/im3.png",
+                     "other/sub/x.jpg"}
+    assert len(val_imgs) == 2 and not set(train_imgs) & set(val_imgs)
+
+
+def test_trainer_mixes_real_pairs_and_validates_on_the_holdout(image_folder, pair_folder, tmp_path):
+    folder, splits = image_folder
+    out = tmp_path / "mixed"
+    argv = ["--images", str(folder), "--splits", str(splits), "--pairs", str(pair_folder),
+            "--pair-val", "3", "--p-real", "0.5", "--out", str(out), "--steps", "2",
+            "--exposure-target", "0.215", "--exposure-space", "linear",
+            "--exposure-statistic", "robust", "--max-gain-rule", "quantisation"] + SMALL
+    trainer = train.Trainer(train.build_parser().parse_args(argv))
+    trainer.setup()
+    assert trainer.n_real == 2 and len(trainer.pair_val_set) == 3
+    held_out = {row[0] for row in trainer.pair_val_set}
+    split = json.loads((out / "pair_splits.json").read_text())
+    assert held_out == set(split["val"]) and not held_out & set(split["train"])
+    assert len(trainer.pair_sampler.low.images) == 9  # only the training pairs are sampled
+    # each held-out pair's gain is enhance()'s gain of the whole low image
+    from msrnet_napari.exposure import image_exposure_gain
+    from msrnet_napari.training.data import load_pairs
+    from msrnet_napari.training.degrade import to_float
+
+    _, val_pairs = load_pairs(pair_folder, out / "pair_splits.json")
+    for stem, _low, _high, gain in trainer.pair_val_set:
+        assert gain == pytest.approx(image_exposure_gain(trainer.config, to_float(val_pairs[stem][0])))
+    trainer.fit()
+    val = trainer.finish()
+    assert set(val["pairs"]) == {"psnr", "ssim", "gt_mean_psnr", "n"} and val["pairs"]["n"] == 3
+    assert val["pairs"]["gt_mean_psnr"] >= val["pairs"]["psnr"] - 1.0
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert sorted(last["val_pair_stems"]) == sorted(held_out) and "val_score" in last
+    assert last["config"]["exposure_statistic"] == "robust"
+    # pairs only (--p-real 1, no photos)
+    only = ["--pairs", str(pair_folder), "--pair-val", "3", "--p-real", "1",
+            "--out", str(tmp_path / "only"), "--steps", "1"] + SMALL
+    assert train.main(only) == 0
+    with pytest.raises(SystemExit, match="p-real"):
+        train.main(only[:-len(SMALL)] + ["--p-real", "0.5"] + SMALL)
+
+
+def test_gt_mean_psnr_ignores_the_overall_brightness():
+    from msrnet_napari.training.metrics import gt_mean_psnr, psnr
+
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0.1, 0.6, (32, 32, 3))
+    assert psnr(ref, ref * 0.5) < 15
+    assert gt_mean_psnr(ref, ref * 0.5) > 60  # exactly the reference once its mean matches
+    noisy = np.clip(ref + rng.normal(0, 0.02, ref.shape), 0, 1)
+    assert gt_mean_psnr(ref, noisy * 0.7) == pytest.approx(psnr(ref, noisy), abs=0.3)

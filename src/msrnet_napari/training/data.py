@@ -13,6 +13,14 @@ Sources:
   are validation).
 * a pack ``.npz`` (``scripts/make_data_pack.py``): ``train_names``,
   ``val_names`` and uint8 ``HxWx3`` arrays ``train_<i>`` / ``val_<i>``.
+* several folders or folder trees of photos (``--images`` repeated): every image
+  below them, named ``<folder>/<relative path>``, split by the same sha256 rule
+  (``val_count`` images, or 15 %).
+* real low-/normal-light pairs (:func:`load_pairs`): a folder with ``low/`` and
+  ``high/`` subfolders holding images of the same stems (LOL). A FIXED holdout of
+  ``n_val`` pairs (:func:`pair_split`: sha256 order of the stems, salted) is never
+  trained on; the split is written to / read from a splits file, so it is
+  reproducible and the same for training and evaluation.
 """
 
 from __future__ import annotations
@@ -53,6 +61,117 @@ def default_split(names: Sequence[str], val_fraction: float = VAL_FRACTION) -> d
 def list_images(images_dir: str | os.PathLike[str]) -> list[str]:
     return sorted(p.name for p in Path(images_dir).iterdir()
                   if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def list_image_tree(images_dir: str | os.PathLike[str]) -> list[str]:
+    """Every image file below ``images_dir`` (recursively), as sorted relative POSIX paths."""
+    root = Path(images_dir)
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def split_names(names: Sequence[str], n_val: int, salt: str = SPLIT_SALT) -> dict:
+    """Deterministic split with exactly ``n_val`` validation names (sha256 order)."""
+    order = sorted(names, key=lambda n: hashlib.sha256((salt + n).encode()).hexdigest())
+    n_val = max(0, min(int(n_val), len(order) - 1))
+    return {"train": sorted(order[n_val:]), "val": sorted(order[:n_val])}
+
+
+def load_folders(folders: Sequence[str | os.PathLike[str]], val_count: int = 0
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(train, val)`` from several folders / folder trees of photos; names are
+    ``<folder name>/<relative path>`` (just the relative path for one folder, so one
+    flat folder is split as :func:`load_folder` splits it without a splits file)."""
+    paths: dict[str, Path] = {}
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"image folder {folder} does not exist")
+        for rel in list_image_tree(folder):
+            name = rel if len(folders) == 1 else f"{folder.name}/{rel}"
+            if name in paths:
+                raise ValueError(f"image name {name!r} occurs twice in {list(map(str, folders))}")
+            paths[name] = folder / rel
+    if not paths:
+        raise ValueError(f"no images in {list(map(str, folders))}")
+    split = split_names(list(paths), val_count) if val_count else default_split(list(paths))
+    train = {n: read_rgb(paths[n]) for n in split["train"]}
+    val = {n: read_rgb(paths[n]) for n in split["val"]}
+    return train, val
+
+
+PAIR_SALT = "msrnet-pairs-v1:"
+PAIR_VAL_COUNT = 30
+
+
+def pair_stems(pairs_dir: str | os.PathLike[str]) -> dict[str, tuple[Path, Path]]:
+    """stem -> (low path, high path) for the stems present in both ``low/`` and ``high/``."""
+    root = Path(pairs_dir)
+    sides = []
+    for side in ("low", "high"):
+        folder = root / side
+        if not folder.is_dir():
+            raise FileNotFoundError(f"paired data: {folder} does not exist (need low/ and high/)")
+        found: dict[str, Path] = {}
+        for name in list_images(folder):
+            stem = Path(name).stem
+            if stem in found:
+                raise ValueError(f"paired data: two {side} images with stem {stem!r}")
+            found[stem] = folder / name
+        sides.append(found)
+    low, high = sides
+    unpaired = sorted(set(low) ^ set(high))
+    if unpaired:
+        raise ValueError(f"paired data: {len(unpaired)} stems lack a partner: {unpaired[:5]}")
+    return {s: (low[s], high[s]) for s in sorted(low)}
+
+
+def pair_split(stems: Sequence[str], n_val: int = PAIR_VAL_COUNT) -> dict:
+    """The fixed holdout of paired data: the first ``n_val`` stems in salted sha256 order."""
+    return split_names(stems, n_val, PAIR_SALT)
+
+
+def read_or_make_pair_split(stems: Sequence[str], splits: str | os.PathLike[str] | None,
+                            n_val: int = PAIR_VAL_COUNT) -> dict:
+    """The split of the pairs: read from ``splits`` if that file exists (checked against
+    the stems), else made by :func:`pair_split` and written there (if given)."""
+    if splits and Path(splits).is_file():
+        with open(splits) as fh:
+            split = json.load(fh)
+        missing = sorted((set(split["train"]) | set(split["val"])) - set(stems))
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} stems of {splits} missing: {missing[:5]}")
+    else:
+        split = pair_split(stems, n_val)
+        if splits:
+            Path(splits).parent.mkdir(parents=True, exist_ok=True)
+            with open(splits, "w") as fh:
+                json.dump({"rule": f"sha256({PAIR_SALT!r} + stem), first {n_val} = val",
+                           **split}, fh, indent=1)
+    overlap = set(split["train"]) & set(split["val"])
+    if overlap:
+        raise ValueError(f"pairs in both train and val: {sorted(overlap)[:5]}")
+    return {"train": list(split["train"]), "val": list(split["val"])}
+
+
+Pair = tuple  # (low uint8 HxWx3, high uint8 HxWx3)
+
+
+def load_pairs(pairs_dir: str | os.PathLike[str], splits: str | os.PathLike[str] | None = None,
+               n_val: int = PAIR_VAL_COUNT) -> tuple[dict[str, Pair], dict[str, Pair]]:
+    """``(train, val)`` dicts stem -> (low, high) uint8 arrays of real pairs (same size)."""
+    paths = pair_stems(pairs_dir)
+    split = read_or_make_pair_split(list(paths), splits, n_val)
+    out = []
+    for part in ("train", "val"):
+        d = {}
+        for stem in split[part]:
+            low, high = (read_rgb(p) for p in paths[stem])
+            if low.shape != high.shape:
+                raise ValueError(f"pair {stem!r}: low {low.shape} and high {high.shape} differ")
+            d[stem] = (low, high)
+        out.append(d)
+    return out[0], out[1]
 
 
 def load_folder(images_dir: str | os.PathLike[str], splits: str | os.PathLike[str] | None = None
@@ -106,13 +225,53 @@ def load_pack(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict
     return out[0], out[1]
 
 
-def load_dataset(*, images: str | None = None, splits: str | None = None,
-                 pack: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def load_dataset(*, images: str | Sequence[str] | None = None, splits: str | None = None,
+                 pack: str | None = None, val_count: int = 0
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Photos: a pack, one folder (+ splits.json) or several folders / trees."""
     if pack:
         return load_pack(pack)
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
     if images:
-        return load_folder(images, splits)
+        if len(images) == 1 and splits:
+            return load_folder(images[0], splits)
+        if splits:
+            raise ValueError("--splits applies to one images folder")
+        if len(images) == 1 and not val_count and not any(Path(images[0]).glob("*/")):
+            return load_folder(images[0])
+        return load_folders(images, val_count)
     raise ValueError("give either a pack (.npz) or an images folder")
+
+
+class PairSampler:
+    """Random aligned crops of real (low, high) pairs as two ``NCHW`` float tensors in
+    [0, 1], with the same dihedral transform, and each crop's exposure gain: the gain
+    of its WHOLE low image (``gains``, computed once as enhance() would)."""
+
+    def __init__(self, pairs: Sequence[Pair], gains: Sequence[float], crop: int,
+                 device="cpu", seed: int = 0):
+        import torch
+
+        lows = [np.asarray(lo)[..., :3] for lo, _ in pairs]
+        highs = [np.asarray(hi)[..., :3] for _, hi in pairs]
+        self.low = CropSampler(lows, crop, device=device, seed=seed)
+        self.high = CropSampler(highs, crop, device=device, seed=seed)
+        self.gains = torch.tensor([float(g) for g in gains], dtype=torch.float32,
+                                  device=self.low.device)
+        if len(self.gains) != len(lows):
+            raise ValueError("one gain per pair")
+
+    def sample(self, batch: int):
+        """(low, high, gain N x 1 x 1 x 1) - the two samplers share their random stream."""
+        state = self.low.rng.bit_generator.state
+        idx = self.low.rng.choice(len(self.low.images), size=batch, p=self.low.probs)
+        self.low.rng.bit_generator.state = state
+        self.high.rng.bit_generator.state = state
+        low = self.low.sample(batch)
+        high = self.high.sample(batch)
+        gain = self.gains[self.low.torch.from_numpy(idx).to(self.gains.device)]
+        return low, high, gain.view(-1, 1, 1, 1)
 
 
 class CropSampler:

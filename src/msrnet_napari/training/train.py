@@ -1,4 +1,4 @@
-"""Train MSR-net on synthetic low-light pairs (console script ``msrnet-train``).
+"""Train MSR-net on synthetic and real low-light pairs (console script ``msrnet-train``).
 
 Defaults follow the paper (Shen et al. 2017): Adam, lr 1e-4, MSE loss, weight
 decay (L2 penalty, ``lambda * ||W||^2`` on the convolution weights - coupled,
@@ -7,6 +7,15 @@ i.e. Adam's ``weight_decay``, not AdamW), batch 64. Examples::
     msrnet-train --images data/images --splits data/splits.json --out runs/x
     msrnet-train --pack data/pack.npz --out runs/gpu --device cuda \\
         --time-limit 330 --lr 1e-3 --schedule cosine --warmup 200
+    msrnet-train --pairs ../shared/data/lol_train --images ../shared/data/photos \\
+        --val-images 12 --p-real 0.5 --out runs/photo_v2      (see scripts/train_photo_v2.sh)
+
+Real pairs (``--pairs DIR`` with ``low/`` and ``high/``, same stems): a fixed holdout
+of ``--pair-val`` pairs (sha256 order of the stems; the split is written to / read from
+``--pair-splits``, default OUT/pair_splits.json) is never trained on and validated on
+(PSNR, SSIM and GT-mean PSNR of 256-pixel centre crops). A share ``--p-real`` of every
+batch is cut from the training pairs, each crop with the exposure gain of its WHOLE low
+image, as enhance() decides it; the rest is synthetic (``--images`` / ``--pack``).
 
 Checkpoints (``model.save_checkpoint``): ``last.pt`` (with optimizer state,
 for ``--resume``) after every validation and at the end; ``best.pt`` (weights
@@ -35,8 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="msrnet-train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("data")
-    src.add_argument("--images", help="folder of training images")
-    src.add_argument("--splits", help="splits.json (train/val image names)")
+    src.add_argument("--images", action="append",
+                     help="folder (or folder tree) of training photos; repeatable")
+    src.add_argument("--splits", help="splits.json (train/val image names; one --images folder)")
+    src.add_argument("--val-images", type=int, default=0,
+                     help="hold out exactly this many photos for the synthetic validation "
+                          "(sha256 order; 0 = 15 %% or --splits)")
+    src.add_argument("--pairs", help="folder with low/ and high/ real pairs (same stems)")
+    src.add_argument("--pair-splits", help="split of the pairs (JSON, read if it exists, else "
+                                           "written; default OUT/pair_splits.json)")
+    src.add_argument("--pair-val", type=int, default=30,
+                     help="pairs held out for validation (fixed by stem hash)")
+    src.add_argument("--p-real", type=float, default=0.5,
+                     help="share of every batch cut from the real training pairs (with --pairs)")
     src.add_argument("--pack", help="data pack .npz (alternative to --images/--splits)")
     p.add_argument("--out", required=True, help="output folder for last.pt / best.pt")
     p.add_argument("--steps", type=int, default=100_000, help="total optimizer steps")
@@ -97,15 +117,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the exposure gain applies and its mean is taken: display "
                         "(sRGB values) or linear light (default display, or the --init "
                         "checkpoint's)")
+    m.add_argument("--exposure-statistic", choices=("mean", "robust"), default=None,
+                   help="the gain's statistic: mean, or robust (brightest --exposure-trim "
+                        "clipped); default mean or the --init checkpoint's")
+    m.add_argument("--exposure-trim", type=float, default=None,
+                   help="with robust: fraction of the brightest pixels clipped (e.g. 0.02)")
+    m.add_argument("--max-gain-rule", choices=("fixed", "quantisation"), default=None,
+                   help="fixed max gain, or also bounded by the data's quantisation step")
+    m.add_argument("--black-step", type=float, default=None,
+                   help="with quantisation: the display value one quantisation step above "
+                        "black may reach after the gain (e.g. 0.25)")
+    m.add_argument("--noise-floor", type=float, default=None,
+                   help="with quantisation: smallest step assumed (exposure-space units)")
     return p
+
+
+EXPOSURE_OPTIONS = ("exposure_target", "exposure_space", "exposure_statistic", "exposure_trim",
+                    "max_gain_rule", "black_step", "noise_floor")
 
 
 def _with_exposure(config, args):
     """config with the exposure settings given on the command line (if any)."""
     import dataclasses
 
-    changes = {k: v for k, v in (("exposure_target", args.exposure_target),
-                                  ("exposure_space", args.exposure_space)) if v is not None}
+    changes = {k: getattr(args, k) for k in EXPOSURE_OPTIONS
+               if getattr(args, k, None) is not None}
     return dataclasses.replace(config, **changes) if changes else config
 
 
@@ -172,13 +208,16 @@ def center_crop(img: np.ndarray, size: int) -> np.ndarray:
     return img[y:y + th, x:x + tw]
 
 
-def make_val_set(val: dict[str, np.ndarray], size: int) -> list[tuple]:
+def make_val_set(val: dict[str, np.ndarray], size: int, config=None) -> list[tuple]:
     """[(level, dark float32 HxWx3, bright float32 HxWx3, means)] - fixed, deterministic.
 
     Each whole image is darkened, then centre-cropped; ``means`` maps an exposure
-    space to the mean of the whole dark image in it, so the exposure gain is the
-    one enhance() would use for the whole image.
+    space to the mean of the whole dark image in it, and (given ``config``) "gain" to
+    ``config``'s gain of the whole dark image, so the exposure gain is the one enhance()
+    would use for the whole image.
     """
+    from ..exposure import image_exposure_gain
+
     from ..config import EXPOSURE_SPACES
     from .degrade import DARKEN_LEVELS, darken, to_float
     from ..exposure import exposure_statistic
@@ -193,6 +232,8 @@ def make_val_set(val: dict[str, np.ndarray], size: int) -> list[tuple]:
             for space in EXPOSURE_SPACES:
                 total, count = exposure_statistic(dark, space)
                 means[space] = total / count
+            if config is not None:
+                means["gain"] = image_exposure_gain(config, dark)
             out.append((level, np.ascontiguousarray(center_crop(dark, size)), bright, means))
     return out
 
@@ -209,7 +250,8 @@ def evaluate(model, val_set, device, amp=None) -> dict[str, Any]:
     with torch.no_grad():
         for level, dark, bright, means in val_set:
             x = torch.from_numpy(np.ascontiguousarray(dark.transpose(2, 0, 1)))[None].to(device)
-            gain = model.config.exposure_gain(means[model.config.exposure_space])
+            gain = means["gain"] if "gain" in means else \
+                model.config.exposure_gain(means[model.config.exposure_space])
             if amp is not None:
                 with torch.autocast(device_type=device.type, dtype=amp):
                     y = model(x, gain)
@@ -228,6 +270,58 @@ def evaluate(model, val_set, device, amp=None) -> dict[str, Any]:
     return {"psnr": float(np.mean([a for a, _ in allv])) if allv else float("nan"),
             "ssim": float(np.mean([b for _, b in allv])) if allv else float("nan"),
             "levels": levels}
+
+
+EIGHT_BIT = 1.0 / 255.0
+
+
+def pair_gains(pairs: dict, config) -> dict[str, float]:
+    """stem -> the exposure gain of the WHOLE low image (uint8: quantisation step 1/255),
+    the same rule and numbers as enhance() on that image."""
+    from ..exposure import image_exposure_gain
+    from .degrade import to_float
+
+    return {stem: image_exposure_gain(config, to_float(low), step=EIGHT_BIT)
+            for stem, (low, _) in pairs.items()}
+
+
+def make_pair_val_set(pairs: dict, size: int, config) -> list[tuple]:
+    """[(stem, low crop float32 HxWx3, high crop, gain of the whole low image)]."""
+    from .degrade import to_float
+
+    gains = pair_gains(pairs, config)
+    return [(stem, np.ascontiguousarray(center_crop(to_float(low), size)),
+             np.ascontiguousarray(center_crop(to_float(high), size)), gains[stem])
+            for stem, (low, high) in pairs.items()]
+
+
+def evaluate_pairs(model, pair_set, device, amp=None) -> dict[str, Any]:
+    """Mean PSNR / SSIM / GT-mean PSNR (clipped output) over the held-out real pairs."""
+    import torch
+
+    from .metrics import gt_mean_psnr, psnr, ssim
+
+    rows = []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for _stem, low, high, gain in pair_set:
+            x = torch.from_numpy(np.ascontiguousarray(low.transpose(2, 0, 1)))[None].to(device)
+            if amp is not None:
+                with torch.autocast(device_type=device.type, dtype=amp):
+                    y = model(x, gain)
+            else:
+                y = model(x, gain)
+            y = y.float().clamp_(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+            try:
+                s = ssim(high, y)
+            except ImportError:
+                s = float("nan")
+            rows.append((psnr(high, y), s, gt_mean_psnr(high, y)))
+    model.train(was_training)
+    m = np.mean(rows, axis=0) if rows else [float("nan")] * 3
+    return {"psnr": float(m[0]), "ssim": float(m[1]), "gt_mean_psnr": float(m[2]),
+            "n": len(rows)}
 
 
 def fmt_time(s: float) -> str:
@@ -268,6 +362,10 @@ class Trainer:
     sampler: Any = None
     generator: Any = None
     val_set: list = field(default_factory=list)
+    pair_val_set: list = field(default_factory=list)
+    pair_sampler: Any = None
+    n_real: int = 0  # real-pair crops per batch
+    quant_step: Any = None  # quantisation step of the synthetic dark images
     image_gain: bool = False
 
     @property
@@ -294,7 +392,18 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         self.amp = torch.bfloat16 if (args.amp == "bf16" and device.type == "cuda") else None
 
-        train_imgs, val_imgs = load_dataset(images=args.images, splits=args.splits, pack=args.pack)
+        train_imgs, val_imgs = {}, {}
+        if args.images or args.pack:
+            train_imgs, val_imgs = load_dataset(images=args.images, splits=args.splits,
+                                                pack=args.pack, val_count=args.val_images)
+        train_pairs, val_pairs = {}, {}
+        if args.pairs:
+            from .data import load_pairs
+
+            split_file = args.pair_splits or str(self.out / "pair_splits.json")
+            train_pairs, val_pairs = load_pairs(args.pairs, split_file, args.pair_val)
+            print(f"pairs: {len(train_pairs)} train, {len(val_pairs)} held out "
+                  f"(split {split_file})", flush=True)
         n_px = sum(a.shape[0] * a.shape[1] for a in train_imgs.values())
         print(f"data: {len(train_imgs)} train images ({n_px / 1e6:.1f} MP), {len(val_imgs)} val; "
               f"device {device}"
@@ -304,11 +413,27 @@ class Trainer:
         self._setup_model()
         step = self.step_no
         self.sampler = CropSampler(list(train_imgs.values()), args.crop, device=device,
-                                   seed=args.seed * 1_000_003 + step)
+                                   seed=args.seed * 1_000_003 + step) if train_imgs else None
         self.generator = torch.Generator(device=device).manual_seed(args.seed * 7919 + step + 1)
-        self.val_set = make_val_set(val_imgs, args.val_size)
+        self.val_set = make_val_set(val_imgs, args.val_size, self.config)
         self.image_gain = (self.config.exposure_target > 0 and args.gain_from == "image"
                            and args.context_pixels > 0)
+        self.quant_step = 1.0 / (2 ** self.params.bits - 1) if self.params.bits else None
+        if train_pairs and args.p_real > 0:
+            from .data import PairSampler
+
+            gains = pair_gains(train_pairs, self.config)
+            self.pair_sampler = PairSampler(list(train_pairs.values()), list(gains.values()),
+                                            args.crop, device=device,
+                                            seed=args.seed * 1_000_033 + step + 7)
+            self.n_real = min(args.batch, int(round(args.p_real * args.batch)))
+            g = np.array(list(gains.values()))
+            print(f"real pairs: {self.n_real} of {args.batch} crops per batch; gains of the "
+                  f"whole low images: median {np.median(g):.1f}, max {g.max():.1f}", flush=True)
+        if val_pairs:
+            self.pair_val_set = make_pair_val_set(val_pairs, args.val_size, self.config)
+        if not train_imgs and self.n_real < args.batch:
+            raise SystemExit("msrnet-train: no photos for the synthetic share (--p-real < 1)")
         self.validated_t = self.t_loop = time.monotonic()
 
     def _setup_model(self) -> None:
@@ -371,15 +496,27 @@ class Trainer:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         gain = None
-        if self.image_gain:  # darken crop and context pixels with the same parameters
-            bright, context = self.sampler.sample(args.batch, context=args.context_pixels)
+        n_syn = args.batch - self.n_real
+        if n_syn and self.image_gain:  # darken crop and context pixels with the same parameters
+            bright, context = self.sampler.sample(n_syn, context=args.context_pixels)
             both = synthesize_torch(torch.cat([bright, context], dim=3), self.generator,
                                     params=self.params, mode=args.degrade)
             dark = both[..., :args.crop].contiguous()
-            gain = model.exposure_gain(both[..., args.crop:])
-        else:
-            bright = self.sampler.sample(args.batch)
+            gain = model.exposure_gain(both[..., args.crop:], quantisation_step=self.quant_step)
+        elif n_syn:
+            bright = self.sampler.sample(n_syn)
             dark = synthesize_torch(bright, self.generator, params=self.params, mode=args.degrade)
+        if self.n_real:
+            low, high, real_gain = self.pair_sampler.sample(self.n_real)
+            if self.config.exposure_target > 0 and gain is None and args.gain_from == "crop":
+                real_gain = model.exposure_gain(low, quantisation_step=EIGHT_BIT)
+            elif self.config.exposure_target > 0 and gain is None and n_syn:
+                gain = model.exposure_gain(dark, quantisation_step=self.quant_step)
+            if n_syn:
+                dark, bright = torch.cat([dark, low]), torch.cat([bright, high])
+                gain = torch.cat([gain, real_gain]) if gain is not None else None
+            else:
+                dark, bright, gain = low, high, real_gain
         if args.channels_last:
             bright = bright.contiguous(memory_format=torch.channels_last)
             dark = dark.contiguous(memory_format=torch.channels_last)
@@ -393,15 +530,20 @@ class Trainer:
         from .model import save_checkpoint
 
         best = self.best_psnr
+        score = val.get("score", val["psnr"])
         extra = {
             "step": self.step_no,
             "val_psnr": val["psnr"],
             "val_ssim": val["ssim"],
             "val_levels": val["levels"],
-            "best_val_psnr": max(best, val["psnr"]) if val["psnr"] == val["psnr"] else best,
+            "best_val_psnr": max(best, score) if score == score else best,
             "train_seconds": self.train_seconds + (time.monotonic() - self.t_loop),
             "train_config": plain_args(self.args),
         }
+        if "pairs" in val:
+            extra["val_pairs"] = val["pairs"]
+            extra["val_score"] = val["score"]
+            extra["val_pair_stems"] = [row[0] for row in self.pair_val_set]
         if kind == "last":
             extra["optimizer"] = self.optimizer.state_dict()
         save_checkpoint(self.model, self.out / f"{kind}.pt", **extra)
@@ -413,14 +555,23 @@ class Trainer:
         self.validated_step = step
         tv = time.monotonic()
         val = evaluate(self.model, self.val_set, self.device, self.amp) if self.val_set \
-            else self.last_val
+            else dict(self.last_val)
+        pairs_text = ""
+        if self.pair_val_set:
+            val["pairs"] = evaluate_pairs(self.model, self.pair_val_set, self.device, self.amp)
+            parts = [v for v in (val["psnr"], val["pairs"]["psnr"]) if v == v]
+            val["score"] = float(np.mean(parts)) if parts else float("nan")
+            pp = val["pairs"]
+            pairs_text = (f" | pairs PSNR {pp['psnr']:.3f} SSIM {pp['ssim']:.4f} GT-mean "
+                          f"{pp['gt_mean_psnr']:.3f} | score {val['score']:.3f}")
         self.val_cost = time.monotonic() - tv
         levels = " ".join(f"L{k}:{v[0]:.2f}/{v[1]:.3f}" for k, v in val["levels"].items())
-        improved = val["psnr"] > self.best_psnr
-        print(f"val step {step}: PSNR {val['psnr']:.3f} SSIM {val['ssim']:.4f} [{levels}] "
-              f"({self.val_cost:.1f}s){' *best*' if improved else ''}", flush=True)
+        score = val.get("score", val["psnr"])
+        improved = score > self.best_psnr
+        print(f"val step {step}: PSNR {val['psnr']:.3f} SSIM {val['ssim']:.4f} [{levels}]"
+              f"{pairs_text} ({self.val_cost:.1f}s){' *best*' if improved else ''}", flush=True)
         if improved or not (out / "best.pt").exists():
-            self.best_psnr = max(self.best_psnr, val["psnr"])
+            self.best_psnr = max(self.best_psnr, score)
             self.save("best", val)
         self.last_val = val
         self.save("last", val)
@@ -442,7 +593,7 @@ class Trainer:
         self.t_loop = time.monotonic()
         t_log, step_log, n_acc = self.t_loop, self.step_no, 0
         loss_sum = torch.zeros((), device=self.device)
-        if self.step_no == 0 and self.val_set:
+        if self.step_no == 0 and (self.val_set or self.pair_val_set):
             self.validate()  # untrained baseline; also measures the cost of a validation
         self.model.train()
         print(f"training from step {self.step_no} to {args.steps}"
@@ -484,10 +635,14 @@ class Trainer:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.pack and not args.images:
-        raise SystemExit("msrnet-train: give --pack or --images (with --splits)")
-    if not 0.0 <= args.p_sensor <= 1.0:
-        raise SystemExit(f"msrnet-train: --p-sensor must lie in [0, 1], got {args.p_sensor}")
+    if not args.pack and not args.images and not args.pairs:
+        raise SystemExit("msrnet-train: give --pack, --images (with --splits) or --pairs")
+    for name in ("p_sensor", "p_real"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise SystemExit(f"msrnet-train: --{name.replace('_', '-')} must lie in [0, 1], "
+                             f"got {getattr(args, name)}")
+    if not args.pack and not args.images and args.p_real < 1.0:
+        raise SystemExit("msrnet-train: without photos (--images / --pack) --p-real must be 1")
 
     trainer = Trainer(args, t0=T_START if argv is None else time.monotonic())
     trainer.setup()

@@ -3,7 +3,7 @@
 #
 #   bash scripts/train_default.sh [SECONDS]          (default 4500; writes runs/cpu3/)
 #
-# Stage 1 (GPU, scripts/gpu_train.sh, `runs/gpu2` in the model card) is taken from git
+# Stage 1 (GPU, scripts/gpu_session.sh train, `runs/gpu2` in the model card) is taken from git
 # history: the default weights of commit 0c698d9 are byte-identical to its best.pt. Stage 2
 # (this script) keeps that network's f2 features, restarts it as the identity on the
 # exposure-normalised input (--identity-start) and trains it with exposure normalisation in

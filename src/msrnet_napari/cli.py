@@ -3,15 +3,24 @@
     msrnet-enhance IN [IN ...] -o OUTDIR [--weights CKPT] [--tile N] [--threads N]
                    [--device auto|cpu|cuda] [--suffix S] [--format keep|png|tif]
                    [--bit-depth N] [--max-pixels N] [--overwrite] [--quiet]
+                   [--lazy] [--resume] [--block N] [--scheduler ADDR | --workers N]
+                   [--memory-limit SIZE]
 
 Each input is a file or a folder (its image files, not recursive; hidden files
 skipped). ``IN/<stem>.<ext>`` is written to ``OUTDIR/<stem><suffix>.<ext>``
 (``--format`` picks the extension). An input file is never overwritten, not
 even with ``--overwrite``, which only allows replacing earlier outputs.
 
+Big data (:mod:`msrnet_napari.lazy_io`): an OME-Zarr folder (``*.zarr``), a TIFF
+larger than 1 GiB, or any TIFF with ``--lazy`` is read lazily through dask and
+written block by block to ``OUTDIR/<stem><suffix>.ome.zarr``; ``--resume``
+continues an interrupted run (done blocks are skipped), ``--scheduler ADDR``
+runs the blocks on a dask.distributed cluster, ``--workers N`` on a local one.
+
 Exit status: 0 all files enhanced, 1 some failed (each reported on stderr as
 ``error: <file>: <reason>``), 2 usage error, 130 interrupted (Ctrl-C: the
-running enhancement is cancelled and no partial output is left behind), 143
+running enhancement is cancelled and no partial output is left behind; a lazy
+output keeps its finished blocks in a hidden ``.partial`` store for ``--resume``), 143
 terminated (SIGTERM: the file being written is removed at once).
 
 No torch and no napari are imported here; images are read/written by
@@ -52,12 +61,19 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_TERMINATED = 128 + 15  # SIGTERM
 
 _FORMAT_EXT = {"png": ".png", "tif": ".tif"}
+LAZY_TIFF_BYTES = 1 << 30  # TIFF files larger than this are read lazily (like --lazy)
+SCHEDULER_TIMEOUT = "30s"  # --scheduler: give up connecting after this long
 
 _EPILOG = """\
 formats: PNG (8/16-bit), JPEG (8-bit), TIFF (8/16-bit, float, multi-page stacks).
 Data type, shape, page count and colour layout are kept. JPEG input is written
 as JPEG with quality 95 (lossy): use --format png or --format tif for a lossless
 copy. A multi-page TIFF can only be written as TIFF.
+
+big data: OME-Zarr folders (*.zarr), TIFFs over 1 GiB and, with --lazy, every
+TIFF are processed lazily (dask), block by block, into OUTDIR/<stem><suffix>.ome.zarr
+(NGFF; level 0 only; --format does not apply). An interrupted run (Ctrl-C, kill)
+leaves OUTDIR/.<name>.partial: run the same command with --resume to continue.
 
 exit status: 0 all ok, 1 some files failed, 2 usage error, 130 interrupted,
 143 terminated (SIGTERM).
@@ -99,6 +115,25 @@ def _int_in(low: int, high: int, what: str = "") -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _memory_size(text: str) -> str:
+    """argparse type for --memory-limit: 'auto' or a size such as 2GB, 512MiB, 10e9."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        from dask.utils import parse_bytes
+    except ImportError:
+        raise argparse.ArgumentTypeError("needs dask (pip install 'msrnet-napari[dask]')") \
+            from None
+    try:
+        value = parse_bytes(text)
+    except (ValueError, TypeError):
+        raise argparse.ArgumentTypeError(f"not a size: {text[:40]!r} (e.g. 4GB, 512MiB)") \
+            from None
+    if value < 1 << 20:
+        raise argparse.ArgumentTypeError(f"must be at least 1 MiB, got {text[:40]!r}")
+    return str(int(value))
 
 
 def _input_problem(path: Path) -> Optional[str]:
@@ -164,6 +199,27 @@ def build_parser() -> argparse.ArgumentParser:
                              "images); default: detected from the data like enhance()")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing output files (input files are never replaced)")
+    big = parser.add_argument_group(
+        "big data", "OME-Zarr folders, large TIFF stacks and dask clusters (outputs: "
+                    "OUTDIR/<stem><suffix>.ome.zarr, written block by block)")
+    big.add_argument("--lazy", action="store_true",
+                     help="read every TIFF lazily and write OME-Zarr (automatic for OME-Zarr "
+                          "folders and for TIFFs over 1 GiB)")
+    big.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run: blocks already written are skipped; "
+                          "outputs that exist are kept (eager files: skipped)")
+    big.add_argument("--block", type=_int_in(1, 1 << 20), default=None, metavar="N",
+                     help="work block edge in pixels along Y and X, rounded to whole output "
+                          "chunks (default: about 2048 x 2048 pixels per block)")
+    where = big.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDR",
+                       help="dask.distributed scheduler address (e.g. tcp://host:8786); its "
+                            "workers need msrnet-napari and the input/output paths")
+    where.add_argument("--workers", type=_int_in(1, 1024), default=None, metavar="N",
+                       help="start a local dask.distributed cluster of N worker processes "
+                            "(default: threads in this process)")
+    big.add_argument("--memory-limit", type=_memory_size, default=None, metavar="SIZE",
+                     help="memory limit of each --workers process (e.g. 4GB; default: auto)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress output, only errors")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -176,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 class Job:
     source: Path
     target: Path
+    lazy: bool = False  # OME-Zarr output, block by block (msrnet_napari.lazy_io)
 
 
 def _err(message: str) -> None:
@@ -189,10 +246,14 @@ def _collect_inputs(args: Sequence[str], quiet: bool) -> tuple[list[Path], int]:
     failed = 0
     for arg in args:
         path = Path(arg)
-        if path.is_dir():
+        if path.is_dir() and _is_zarr(path):
+            found = [path]
+        elif path.is_dir():
             entries = sorted(p for p in path.iterdir()
                              if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
             found = [p for p in entries if p.is_file()]
+            found += sorted(p for p in path.iterdir() if not p.name.startswith(".")
+                            and p.name.lower().endswith(".zarr") and p.is_dir())
             for p in entries:  # an image file that points nowhere: say so, never skip it
                 dangling = dangling_symlink_error(p)
                 if dangling is not None:
@@ -216,6 +277,24 @@ def _collect_inputs(args: Sequence[str], quiet: bool) -> tuple[list[Path], int]:
     return files, failed
 
 
+def _is_zarr(path: Path) -> bool:
+    from .lazy_io import is_zarr_path
+
+    return is_zarr_path(path)
+
+
+def _is_lazy(source: Path, force_lazy: bool) -> bool:
+    """OME-Zarr folders always; TIFFs with --lazy or when larger than LAZY_TIFF_BYTES."""
+    if source.is_dir():
+        return True
+    if IMAGE_EXTENSIONS.get(source.suffix.lower()) != "tiff":
+        return False
+    try:
+        return force_lazy or os.stat(source).st_size > LAZY_TIFF_BYTES
+    except OSError:
+        return False
+
+
 def _path_key(path: Path) -> str:
     return os.path.normcase(os.path.realpath(path))
 
@@ -236,7 +315,8 @@ def _target_for(source: Path, outdir: Path, suffix: str, fmt: str) -> Path:
 
 
 def _plan(sources: list[Path], outdir: Path, suffix: str, fmt: str,
-          overwrite: bool) -> tuple[list[Job], int]:
+          overwrite: bool, resume: bool = False, lazy: bool = False,
+          quiet: bool = False) -> tuple[list[Job], int]:
     jobs: list[Job] = []
     failed = 0
     claimed: dict[str, Path] = {}
@@ -248,7 +328,13 @@ def _plan(sources: list[Path], outdir: Path, suffix: str, fmt: str,
         except OSError:
             pass
     for source in sources:
-        target = _target_for(source, outdir, suffix, fmt)
+        is_lazy = _is_lazy(source, lazy)
+        if is_lazy:
+            from .lazy_io import output_name
+
+            target = outdir / output_name(source, suffix)
+        else:
+            target = _target_for(source, outdir, suffix, fmt)
         clash = by_key.get(_path_key(target))
         if clash is None and os.path.exists(target):
             try:  # hard links, case-insensitive file systems
@@ -261,16 +347,31 @@ def _plan(sources: list[Path], outdir: Path, suffix: str, fmt: str,
         elif _path_key(target) in claimed:
             _err(f"{source}: output {target} would also be written for "
                  f"{claimed[_path_key(target)]}; use --suffix or separate runs")
-        elif target.is_dir():
+        elif is_lazy and _inside(target, source):
+            _err(f"{source}: output {target} lies inside the input or contains it; "
+                 f"choose another output folder")
+        elif target.is_dir() and not is_lazy:
             _err(f"{source}: output {target} is a folder")
-        elif (target.exists() or target.is_symlink()) and not overwrite:
-            _err(f"{source}: output {target} exists (use --overwrite to replace it)")
+        elif (target.exists() or target.is_symlink()) and resume and not is_lazy:
+            claimed[_path_key(target)] = source
+            if not quiet:
+                print(f"{source}: output {target} exists, skipped (--resume)", file=sys.stderr)
+            continue
+        elif (target.exists() or target.is_symlink()) and not (overwrite or resume):
+            _err(f"{source}: output {target} exists (use --overwrite to replace it"
+                 + (" or --resume to continue)" if is_lazy else ")"))
         else:
             claimed[_path_key(target)] = source
-            jobs.append(Job(source, target))
+            jobs.append(Job(source, target, is_lazy))
             continue
         failed += 1
     return jobs, failed
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """True when one of the two paths is the other or lies inside it."""
+    ra, rb = Path(os.path.realpath(a)), Path(os.path.realpath(b))
+    return ra == rb or rb in ra.parents or ra in rb.parents
 
 
 # --------------------------------------------------------------------------- enhancing
@@ -423,6 +524,119 @@ def _process(job: Job, *, enhance: Callable[..., np.ndarray], cancelled: type,
     return True
 
 
+class _BlockProgress:
+    """Progress of one lazy output: a tqdm bar over its blocks (or nothing)."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.bar, self.label, self.enabled = None, label, enabled
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                self.enabled = False
+                return
+            self.bar = tqdm(total=total, initial=done, desc=self.label, unit="block",
+                            file=sys.stderr, leave=False, dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _process_lazy(job: Job, *, token: CancelToken, enhance_kwargs: dict, show: bool,
+                  lazy_kwargs: dict) -> bool:
+    """Enhance one OME-Zarr / lazy TIFF input into an OME-Zarr store, block by block."""
+    from .lazy_io import LazyIOError, enhance_to_zarr, open_lazy, partial_path
+
+    try:
+        from .engine import Cancelled
+    except ImportError as exc:
+        raise _Fatal(_reason(exc)) from exc
+    kwargs = {k: v for k, v in enhance_kwargs.items() if v is not None}
+    progress = _BlockProgress(job.source.name, show)
+    state: dict = {"done": 0, "total": 0}
+
+    def report(done: int, total: int) -> None:
+        state.update(done=done, total=total)
+        progress(done, total)
+
+    def decided(decision: Any) -> None:
+        if show:
+            print(f"  {decision.describe()}", file=sys.stderr, flush=True)
+
+    try:
+        image = open_lazy(job.source)
+        summary = enhance_to_zarr(image, job.target, progress=report, cancel=token,
+                                  on_decision=decided, **kwargs, **lazy_kwargs)
+    except Cancelled as exc:
+        progress.close()
+        _note_partial(job, state, partial_path(job.target))
+        raise _Interrupted from exc
+    except (KeyboardInterrupt, _Interrupted, _Terminated):
+        progress.close()
+        _note_partial(job, state, partial_path(job.target))
+        raise
+    except (FileNotFoundError, ImportError) as exc:
+        progress.close()
+        if isinstance(exc, FileNotFoundError) and not os.path.exists(job.source):
+            _err(f"{job.source}: {_reason(exc)}")
+            return False
+        raise _Fatal(_reason(exc)) from exc
+    except (LazyIOError, ValueError, OSError, RuntimeError) as exc:
+        progress.close()
+        _err(f"{job.source}: {_reason(exc)}")
+        return False
+    except Exception as exc:  # a worker's error, a broken store...
+        progress.close()
+        _err(f"{job.source}: {_reason(exc)}")
+        return False
+    progress.close()
+    if show:
+        if summary.notes:
+            print(f"  {job.target}: {', '.join(summary.notes)}", file=sys.stderr, flush=True)
+        else:
+            print(f"  {summary.written} block(s) written"
+                  + (f", {summary.skipped} already done (resumed)" if summary.skipped else ""),
+                  file=sys.stderr, flush=True)
+    return True
+
+
+def _note_partial(job: Job, state: dict, partial: Path) -> None:
+    if partial.exists():
+        print(f"{PROG}: {job.source}: {state['done']} of {state['total']} blocks are in "
+              f"{partial}; run again with --resume to continue", file=sys.stderr, flush=True)
+
+
+def _start_client(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(client, cluster) for --scheduler / --workers, else (None, None)."""
+    if args.scheduler is None and args.workers is None:
+        return None, None
+    try:
+        import distributed
+    except ImportError:
+        raise _Fatal("--scheduler and --workers need dask.distributed: "
+                     "pip install 'msrnet-napari[dask]'") from None
+    if args.scheduler is not None:
+        try:
+            return distributed.Client(args.scheduler, timeout=SCHEDULER_TIMEOUT), None
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise _Fatal(f"--scheduler {args.scheduler}: cannot connect: {_reason(exc)}") \
+                from exc
+    cluster = distributed.LocalCluster(
+        n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=None, memory_limit=args.memory_limit or "auto")
+    try:
+        return distributed.Client(cluster), cluster
+    except BaseException:
+        cluster.close()
+        raise
+
+
 def _load_api() -> tuple[Callable[..., np.ndarray], type]:
     from .enhance import enhance as enhance_fn
 
@@ -488,6 +702,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"-o: {outdir} exists and is not a folder")
     if os.sep in args.suffix or (os.altsep and os.altsep in args.suffix):
         parser.error("--suffix must not contain a path separator")
+    if args.resume and args.overwrite:
+        parser.error("--resume and --overwrite exclude each other")
+    if args.memory_limit is not None and args.workers is None:
+        parser.error("--memory-limit applies to --workers (a local cluster)")
     try:
         require_io()
     except MissingDependencyError as exc:
@@ -495,12 +713,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_FAILED
 
     sources, failed = _collect_inputs(args.inputs, args.quiet)
-    jobs, plan_failed = _plan(sources, outdir, args.suffix, args.format, args.overwrite)
+    jobs, plan_failed = _plan(sources, outdir, args.suffix, args.format, args.overwrite,
+                              resume=args.resume, lazy=args.lazy, quiet=args.quiet)
     failed += plan_failed
     if not jobs:
         if not sources and not failed:
             _err("no image files to process")
-        return EXIT_FAILED
+        return EXIT_OK if sources and not failed else EXIT_FAILED
 
     try:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -543,15 +762,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     token = CancelToken()
     written = 0
     n = len(jobs)
+    client = cluster = None
+    lazy_kwargs: dict = {"resume": args.resume, "overwrite": args.overwrite,
+                         "block": args.block}
+    lazy_enhance_kwargs = dict(enhance_kwargs)
     try:
         with _SigintHandler(token):
+            if any(job.lazy for job in jobs):
+                client, cluster = _start_client(args)
+                lazy_kwargs["client"] = client
+                if args.workers is not None and args.threads == 0:  # cores shared by workers
+                    lazy_enhance_kwargs["threads"] = max(1, (os.cpu_count() or 1) // args.workers)
             for i, job in enumerate(jobs, 1):
                 _check_interrupt(token)
                 if show:
                     print(f"[{i}/{n}] {job.source} -> {job.target}", file=sys.stderr, flush=True)
-                if _process(job, enhance=enhance, cancelled=cancelled, token=token,
-                            enhance_kwargs=enhance_kwargs, show=show,
-                            max_pixels=args.max_pixels):
+                if job.lazy:
+                    ok = _process_lazy(job, token=token, enhance_kwargs=lazy_enhance_kwargs,
+                                       show=show, lazy_kwargs=lazy_kwargs)
+                else:
+                    ok = _process(job, enhance=enhance, cancelled=cancelled, token=token,
+                                  enhance_kwargs=enhance_kwargs, show=show,
+                                  max_pixels=args.max_pixels)
+                if ok:
                     written += 1
                 else:
                     failed += 1
@@ -568,6 +801,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except _Fatal as exc:
         _err(str(exc))
         return EXIT_FAILED
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
     if show:
         print(f"{PROG}: {written} written, {failed} failed", file=sys.stderr, flush=True)
     return EXIT_FAILED if failed else EXIT_OK

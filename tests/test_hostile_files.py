@@ -421,20 +421,22 @@ def test_sigterm_mid_write_leaves_no_partial_file(tmp_path, sig, status):
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_WRITE, str(src), "-o", str(outdir),
                              "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=_env())
-    try:
-        line = proc.stdout.readline()
-        assert line.strip() == "WRITING", (line, proc.stderr.read() if proc.poll() else "")
-        parts = [p for p in os.listdir(outdir) if p.endswith(".part")]
-        assert len(parts) == 1 and parts[0].startswith(".in_msrnet.tif.")
-        proc.send_signal(sig)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == status, proc.stderr.read()
+    with proc:  # closes the pipes
+        try:
+            line = proc.stdout.readline()
+            assert line.strip() == "WRITING", (line, proc.stderr.read() if proc.poll() else "")
+            parts = [p for p in os.listdir(outdir) if p.endswith(".part")]
+            assert len(parts) == 1 and parts[0].startswith(".in_msrnet.tif.")
+            proc.send_signal(sig)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err = proc.stderr.read()
+    assert proc.returncode == status, err
     assert os.listdir(outdir) == []
-    assert "terminated" in proc.stderr.read()
+    assert "terminated" in err
 
 
 def test_remove_partial_files_removes_only_writes_in_progress(tmp_path):

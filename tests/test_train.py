@@ -391,3 +391,21 @@ def test_gt_mean_psnr_ignores_the_overall_brightness():
     assert gt_mean_psnr(ref, ref * 0.5) > 60  # exactly the reference once its mean matches
     noisy = np.clip(ref + rng.normal(0, 0.02, ref.shape), 0, 1)
     assert gt_mean_psnr(ref, noisy * 0.7) == pytest.approx(psnr(ref, noisy), abs=0.3)
+
+
+def test_val_set_gain_follows_any_exposure_rule():
+    """The synthetic validation entries keep whole-image summaries, so a v2 rule (e.g. in
+    training/average.py's validation) gets enhance()'s gain of the whole dark image."""
+    from msrnet_napari.exposure import image_exposure_gain
+    from msrnet_napari.training.degrade import darken, to_float
+
+    img = np.zeros((64, 64, 3), dtype=np.uint8)
+    img[:, :40] = 120
+    img[:4, :4] = 255  # a light source
+    entry = train.make_val_set({"x": img}, 16)[3]
+    v2 = MSRNetConfig(exposure_target=0.215, exposure_space="linear", exposure_statistic="robust",
+                      max_gain_rule="quantisation", black_step=0.2)
+    whole = darken(to_float(img), entry[0])
+    assert train.val_gain(v2, entry[3]) == pytest.approx(image_exposure_gain(v2, whole), rel=1e-9)
+    v1 = MSRNetConfig(exposure_target=0.215, exposure_space="linear")
+    assert train.val_gain(v1, entry[3]) == pytest.approx(image_exposure_gain(v1, whole), rel=1e-6)

@@ -48,7 +48,8 @@ from .config import check_exposure_space
 
 __all__ = ["srgb_to_linear", "linear_to_srgb", "exposure_statistic", "apply_exposure_gain",
            "ExposureSummary", "exposure_summary", "summary_statistic", "quantisation_step",
-           "max_exposure_gain", "exposure_gain", "image_exposure_gain", "EXPOSURE_BINS"]
+           "max_exposure_gain", "exposure_gain", "summary_gain", "image_exposure_gain",
+           "EXPOSURE_BINS"]
 
 #: histogram bins of an ExposureSummary, over the [0, 1] (display-encoded) input values;
 #: every 8-bit code has a bin of its own, so the robust statistic of 8-bit data is exact
@@ -232,6 +233,14 @@ def exposure_gain(config, statistic, step=0.0):
     return g if np.ndim(g) else float(g)
 
 
+def summary_gain(config, summary: ExposureSummary, step: float | None = None) -> float:
+    """The gain of the image that ``summary`` (in ``config.exposure_space``) describes."""
+    stat = summary_statistic(summary.counts, summary.sums, config.exposure_statistic,
+                             config.exposure_trim)
+    q = step if step is not None else quantisation_step(summary.grid_error)
+    return float(exposure_gain(config, float(stat), q))
+
+
 def image_exposure_gain(config, unit: np.ndarray, step: float | None = None) -> float:
     """The gain of one whole image of [0, 1] values (numpy), as enhance() decides it for a
     float image: the configured statistic, the quantisation step detected (or ``step``)."""
@@ -244,8 +253,6 @@ def image_exposure_gain(config, unit: np.ndarray, step: float | None = None) -> 
         if config.max_gain_rule != "fixed" and step is None:
             grid = exposure_summary(unit, config.exposure_space).grid_error
     else:
-        summ = exposure_summary(unit, config.exposure_space)
-        stat = float(summary_statistic(summ.counts, summ.sums, "robust", config.exposure_trim))
-        grid = summ.grid_error
+        return summary_gain(config, exposure_summary(unit, config.exposure_space), step)
     q = step if step is not None else quantisation_step(grid)
     return float(exposure_gain(config, stat, q))

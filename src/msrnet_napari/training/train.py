@@ -208,15 +208,16 @@ def center_crop(img: np.ndarray, size: int) -> np.ndarray:
     return img[y:y + th, x:x + tw]
 
 
-def make_val_set(val: dict[str, np.ndarray], size: int, config=None) -> list[tuple]:
+def make_val_set(val: dict[str, np.ndarray], size: int) -> list[tuple]:
     """[(level, dark float32 HxWx3, bright float32 HxWx3, means)] - fixed, deterministic.
 
     Each whole image is darkened, then centre-cropped; ``means`` maps an exposure
-    space to the mean of the whole dark image in it, and (given ``config``) "gain" to
-    ``config``'s gain of the whole dark image, so the exposure gain is the one enhance()
-    would use for the whole image.
+    space to the mean of the whole dark image in it, and "summaries" to its
+    :class:`~msrnet_napari.exposure.ExposureSummary` per space, so the exposure gain is
+    the one enhance() would use for the whole image, under any exposure rule
+    (:func:`val_gain`).
     """
-    from ..exposure import image_exposure_gain
+    from ..exposure import exposure_summary
 
     from ..config import EXPOSURE_SPACES
     from .degrade import DARKEN_LEVELS, darken, to_float
@@ -232,10 +233,21 @@ def make_val_set(val: dict[str, np.ndarray], size: int, config=None) -> list[tup
             for space in EXPOSURE_SPACES:
                 total, count = exposure_statistic(dark, space)
                 means[space] = total / count
-            if config is not None:
-                means["gain"] = image_exposure_gain(config, dark)
+            means["summaries"] = {space: exposure_summary(dark, space)
+                                  for space in EXPOSURE_SPACES}
             out.append((level, np.ascontiguousarray(center_crop(dark, size)), bright, means))
     return out
+
+
+def val_gain(config, means: dict) -> float:
+    """The whole-image gain of a validation entry under ``config``'s exposure rule."""
+    from ..exposure import summary_gain
+
+    space = config.exposure_space
+    if (config.exposure_statistic == "mean" and config.max_gain_rule == "fixed") \
+            or "summaries" not in means:
+        return config.exposure_gain(means[space])
+    return summary_gain(config, means["summaries"][space])
 
 
 def evaluate(model, val_set, device, amp=None) -> dict[str, Any]:
@@ -250,8 +262,7 @@ def evaluate(model, val_set, device, amp=None) -> dict[str, Any]:
     with torch.no_grad():
         for level, dark, bright, means in val_set:
             x = torch.from_numpy(np.ascontiguousarray(dark.transpose(2, 0, 1)))[None].to(device)
-            gain = means["gain"] if "gain" in means else \
-                model.config.exposure_gain(means[model.config.exposure_space])
+            gain = val_gain(model.config, means)
             if amp is not None:
                 with torch.autocast(device_type=device.type, dtype=amp):
                     y = model(x, gain)
@@ -415,7 +426,7 @@ class Trainer:
         self.sampler = CropSampler(list(train_imgs.values()), args.crop, device=device,
                                    seed=args.seed * 1_000_003 + step) if train_imgs else None
         self.generator = torch.Generator(device=device).manual_seed(args.seed * 7919 + step + 1)
-        self.val_set = make_val_set(val_imgs, args.val_size, self.config)
+        self.val_set = make_val_set(val_imgs, args.val_size)
         self.image_gain = (self.config.exposure_target > 0 and args.gain_from == "image"
                            and args.context_pixels > 0)
         self.quant_step = 1.0 / (2 ** self.params.bits - 1) if self.params.bits else None

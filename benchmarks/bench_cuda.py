@@ -112,13 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         image = np.random.default_rng(size).random((size, size, 3), dtype=np.float32)
         tile = min(args.tile, size) if args.tile > 0 else size
         try:
-            t_ours, y_ours = median_time(lambda: ours.run(image, tile=tile), args.repeats)
+            t_ours, y_ours = median_time(lambda: ours.run(image, tile=tile), args.repeats)  # noqa: B023
         except Exception as exc:  # e.g. out of memory
             print(f"| {size}^2 | ours CUDA tile={tile} | failed: {exc} | | | | |", flush=True)
             continue
         row(size, f"ours CUDA fp32, host->host, tile={tile}", t_ours, None, None)
         if args.small_tile and args.small_tile < size:
-            t_small, y_small = median_time(lambda: ours.run(image, tile=args.small_tile), args.repeats)
+            t_small, y_small = median_time(lambda: ours.run(image, tile=args.small_tile), args.repeats)  # noqa: B023
             row(size, f"ours CUDA fp32, host->host, tile={args.small_tile}", t_small,
                 float(np.abs(y_small - y_ours).max()), t_ours)
             del y_small
@@ -144,13 +144,13 @@ def main(argv: list[str] | None = None) -> int:
                 if host:
                     def fn():
                         with torch.inference_mode():
-                            xd = torch.from_numpy(image).cuda().permute(2, 0, 1)[None].contiguous()
-                            y = m(xd)
+                            xd = torch.from_numpy(image).cuda().permute(2, 0, 1)[None].contiguous()  # noqa: B023
+                            y = m(xd)  # noqa: B023
                             return y[0].permute(1, 2, 0).contiguous().cpu().numpy()
                 else:
                     def fn():
                         with torch.inference_mode():
-                            return m(x_dev)
+                            return m(x_dev)  # noqa: B023, F821
 
                 t, y = median_time(fn, args.repeats, sync)
                 if not host:

@@ -33,6 +33,7 @@ def make_weights(path: str) -> bool:
     config = MSRNetConfig()
     try:
         import torch
+
         from msrnet_napari.training.model import MSRNet, init_weights
     except ImportError:  # ours only: He-normal numpy weights
         rng = np.random.default_rng(0)
@@ -74,6 +75,7 @@ def worker(backend: str, size: int, threads: int, repeat: int, tile: int, out_pa
         extra = {"simd": _core.simd_level()}
     else:
         import torch
+
         from msrnet_napari.training.model import MSRNet
 
         torch.set_num_threads(threads)

@@ -60,8 +60,7 @@ if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
 from msrnet_napari.training.baselines import BASELINES  # noqa: E402
-from msrnet_napari.training.degrade import (DARKEN_LEVELS, NEAR_BLACK_LEVEL,  # noqa: E402
-                                            darken, to_float)
+from msrnet_napari.training.degrade import DARKEN_LEVELS, NEAR_BLACK_LEVEL, darken, to_float  # noqa: E402
 from msrnet_napari.training.metrics import artefacts, gt_mean_psnr, psnr, ssim  # noqa: E402
 
 ARTEFACT_KEYS = ("chroma_noise", "blotch", "halo", "hue_shift")

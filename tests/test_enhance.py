@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 import msrnet_napari
-from msrnet_napari import enhance
-from msrnet_napari import exposure_gain_for
+from msrnet_napari import enhance, exposure_gain_for
 from msrnet_napari.config import MSRNetConfig
 from msrnet_napari.engine import Engine
 from msrnet_napari.exposure import apply_exposure_gain, linear_to_srgb, srgb_to_linear

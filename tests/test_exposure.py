@@ -4,8 +4,12 @@ import numpy as np
 import pytest
 
 from msrnet_napari.config import MAX_EXPOSURE_GAIN, MAX_LINEAR_EXPOSURE_GAIN, MSRNetConfig
-from msrnet_napari.exposure import (apply_exposure_gain, exposure_statistic, linear_to_srgb,
-                                    srgb_to_linear)
+from msrnet_napari.exposure import (
+    apply_exposure_gain,
+    exposure_statistic,
+    linear_to_srgb,
+    srgb_to_linear,
+)
 
 
 def photo(seed=0, shape=(40, 50, 3)) -> np.ndarray:

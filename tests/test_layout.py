@@ -139,8 +139,9 @@ def test_layout_options():
 # ------------------------------------------------------------------ enhance() on channels last
 
 def _weights(intensity):
-    from conftest import random_weights
     from msrnet_napari.config import MSRNetConfig
+
+    from conftest import random_weights
 
     if intensity == "linear":
         return random_weights(MSRNetConfig(log_bases=(1e-4,), depth=2, width=4,

@@ -14,7 +14,13 @@ import msrnet_napari
 from msrnet_napari import enhance, scaling_for
 from msrnet_napari.config import MSRNetConfig
 from msrnet_napari.linear_intensity import (
-    PEDESTAL, SPAN, UPPER_CLIP, decide_channel, estimate_dark_level, strided_sample)
+    PEDESTAL,
+    SPAN,
+    UPPER_CLIP,
+    decide_channel,
+    estimate_dark_level,
+    strided_sample,
+)
 from msrnet_napari.models import default_model_for
 
 from conftest import random_weights

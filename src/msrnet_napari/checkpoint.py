@@ -446,7 +446,8 @@ _ALLOWED.update({("torch", name): st for name, st in _STORAGE_TYPES.items()})
 _ALLOWED.update({("torch", name): dt for name, dt in _DTYPES.items()})
 
 try:  # Python 2 names that protocol <= 2 pickles use (e.g. __builtin__, commands)
-    from _compat_pickle import IMPORT_MAPPING as _PY2_MODULES, NAME_MAPPING as _PY2_NAMES
+    from _compat_pickle import IMPORT_MAPPING as _PY2_MODULES
+    from _compat_pickle import NAME_MAPPING as _PY2_NAMES
 except ImportError:  # pragma: no cover - CPython always has it
     _PY2_MODULES, _PY2_NAMES = {"__builtin__": "builtins"}, {}
 

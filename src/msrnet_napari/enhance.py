@@ -20,7 +20,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint
 from .intensity import IntensityDecision, PlaneIO, check_finite_output, decide, is_dask
-from .layout import Layout, resolve_layout
+from .layout import resolve_layout
 from .models import resolve_model
 from .normalize import check_dtype
 

@@ -26,13 +26,19 @@ No torch, no napari.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
 from .checkpoint import Checkpoint
-from .exposure import (ExposureSummary, apply_exposure_gain, exposure_statistic,
-                       exposure_summary, quantisation_step, summary_statistic)
+from .exposure import (
+    ExposureSummary,
+    apply_exposure_gain,
+    exposure_statistic,
+    exposure_summary,
+    quantisation_step,
+    summary_statistic,
+)
 from .layout import Layout, resolve_layout
 from .linear_intensity import ChannelMapping, LinearMapping, cast_to, decide_channel, strided_sample
 from .normalize import Scaling, check_dtype, choose_scaling, from_unit, to_unit

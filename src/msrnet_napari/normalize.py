@@ -47,7 +47,7 @@ class Scaling:
 def check_dtype(dtype: np.dtype) -> None:
     """Raise ValueError for dtypes that cannot hold an image."""
     dtype = np.dtype(dtype)
-    if dtype == bool or dtype.kind not in "uif":
+    if dtype == bool or dtype.kind not in "uif":  # noqa: E721 (a numpy dtype, not a type)
         raise ValueError(
             f"unsupported dtype {dtype}: expected unsigned/signed integers or floats"
         )

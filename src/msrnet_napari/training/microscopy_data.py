@@ -33,8 +33,14 @@ from typing import Optional
 
 import numpy as np
 
-from ..linear_intensity import (PEDESTAL, SPAN, UPPER_CLIP, ChannelMapping, decide_channel,
-                                strided_sample)
+from ..linear_intensity import (
+    PEDESTAL,
+    SPAN,
+    UPPER_CLIP,
+    ChannelMapping,
+    decide_channel,
+    strided_sample,
+)
 
 #: W2S fields held out for validation (whole fields, all three channels)
 W2S_VAL_FIELDS = frozenset({3, 9, 15, 21, 27, 33, 39, 45, 51, 57})

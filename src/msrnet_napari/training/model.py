@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import exposure
 from ..checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint
 from ..config import CHANNELS, MSRNetConfig, parameter_shapes
-from .. import exposure
 from ..exposure import apply_exposure_gain, srgb_to_linear
 
 

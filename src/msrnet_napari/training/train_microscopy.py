@@ -73,9 +73,9 @@ class Trainer:
         import torch
 
         from ..config import MSRNetConfig
+        from . import microscopy_data as md
         from .model import MSRNet, identity_start, init_weights
         from .train import make_optimizer
-        from . import microscopy_data as md
 
         a = self.args
         if a.threads > 0:

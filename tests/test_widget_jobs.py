@@ -69,21 +69,24 @@ def test_plan_job_rejects_bad_data(data, rgb, match):
         J.plan_job(data, rgb, (0, 0), whole_stack=False)
 
 
-def test_plan_job_dask_stays_lazy():
+def test_plan_job_dask_slices_stay_lazy_and_run_modes():
     da = pytest.importorskip("dask.array")
     stack = da.zeros((6, 32, 32), dtype=np.uint8, chunks=(1, 32, 32))
-    arr, _ = J.plan_job(stack, False, (4, 0, 0), whole_stack=False)
+    arr, _ = J.plan_job(stack, "planes", (4, 0, 0), whole_stack=False)
     assert J.is_dask(arr) and arr.shape == (1, 32, 32)
-    assert not J.should_stay_lazy(arr, whole_stack=False)
-    assert not J.should_stay_lazy(stack, whole_stack=True)  # small: computed
-    assert J.should_stay_lazy(stack, whole_stack=True, threshold_bytes=1000)
-    assert not J.should_stay_lazy(np.zeros((6, 32, 32)), whole_stack=True, threshold_bytes=0)
+    assert J.run_mode(arr, "planes", whole_stack=False) == "array"
+    assert J.run_mode(stack, "planes", whole_stack=True) == "planes"  # dask: always by plane
+    assert J.run_mode(stack[:1], "planes", whole_stack=True) == "array"  # a single plane
+    big = np.zeros((6, 32, 32), np.uint8)
+    assert J.run_mode(big, "planes", whole_stack=True) == "array"  # small numpy: one shot
+    assert J.run_mode(big, "planes", whole_stack=True, threshold_bytes=1000) == "planes"
+    assert J.run_mode(np.zeros((32, 32, 3), np.uint8), "rgb", whole_stack=True) == "array"
 
 
 def test_widget_asks_the_core_for_the_photo_scaling(checkpoint):
     """What the widget used to decide itself now comes from scaling_for (photo model)."""
     def scaling(data, bit_depth=0):
-        job = J.Job(array=data, reference=None, rgb=False, lazy=False, weights=checkpoint,
+        job = J.Job(array=data, reference=None, weights=checkpoint,
                     bit_depth=bit_depth)
         s = J.preview_decision(job).photo.scaling
         return (s.low, s.high)
@@ -113,7 +116,7 @@ def test_preview_of_the_linear_model_shows_offset_scale_and_gain():
     ckpt = random_weights(MSRNetConfig(log_bases=(1e-4,), depth=2, width=4, intensity="linear"),
                           identity=True)
     data = np.random.default_rng(0).poisson(5, (64, 64)).astype(np.uint16) + 100
-    job = J.Job(array=data, reference=None, rgb=False, lazy=False, weights=ckpt,
+    job = J.Job(array=data, reference=None, weights=ckpt,
                 offset=J.parse_offset("auto"), gain=3.0, input_limits=(90.0, 130.0))
     decision = J.preview_decision(job)
     text = decision.describe()
@@ -132,13 +135,13 @@ def test_contrast_limits_for_photo_decisions(checkpoint):
                            (np.full((4, 4), 900, np.uint16), (0.0, 1023.0)),
                            (np.full((4, 4), 0.5, np.float32), (0.0, 1.0)),
                            (np.array([[2.0, 9.0], [3.0, 4.0]]), (2.0, 9.0))):
-        job = J.Job(array=data, reference=None, rgb=False, lazy=False, weights=checkpoint)
+        job = J.Job(array=data, reference=None, weights=checkpoint)
         assert J.contrast_limits_for(J.preview_decision(job), (5.0, 6.0)) == expected
 
 
 def test_execute_job_runs_reports_progress_and_cancels(checkpoint):
     data = np.full((64, 96), 40, np.uint8)
-    job = J.Job(array=data, reference=None, rgb=False, lazy=False, weights=checkpoint, tile=32)
+    job = J.Job(array=data, reference=None, weights=checkpoint, tile=32)
     calls = []
     out = J.execute_job(job, progress=lambda d, t: calls.append((d, t)))
     assert out.status == "ok", out.message
@@ -150,21 +153,147 @@ def test_execute_job_runs_reports_progress_and_cancels(checkpoint):
     out = J.execute_job(job, progress=lambda d, t: cancel.set(), cancel=cancel)
     assert out.status == "cancelled" and out.data is None
 
-    bad = J.Job(array=data, reference=None, rgb=False, lazy=False,
+    bad = J.Job(array=data, reference=None,
                 weights=checkpoint.with_name("missing.pt"))
     out = J.execute_job(bad)
     assert out.status == "error" and "not found" in out.message
 
 
-def test_execute_job_lazy_returns_dask(checkpoint):
+# ------------------------------------------------------------------ plane-by-plane jobs
+
+
+def _events(job, **kwargs):
+    events = []
+    out = J.execute_job(job, on_event=events.append, **kwargs)
+    return out, events
+
+
+def test_planes_mode_equals_one_shot_and_goes_plane_by_plane(checkpoint):
+    data = (np.random.default_rng(0).random((4, 40, 48)) * 900).astype(np.uint16)
+    oneshot = J.execute_job(J.Job(array=data, weights=checkpoint, tile=32))
+    assert oneshot.status == "ok", oneshot.message
+    job = J.Job(array=data, weights=checkpoint, tile=32, mode="planes", first_plane=(2,))
+    progress = []
+    out, events = _events(job, progress=lambda d, t: progress.append((d, t)))
+    assert out.status == "ok" and out.planes_done == out.planes_total == 4
+    assert isinstance(events[0], J.Decided)
+    assert events[0].contrast_limits == oneshot.contrast_limits == out.contrast_limits
+    planes = [e for e in events if isinstance(e, J.PlaneDone)]
+    assert [e.index[0].start for e in planes] == [2, 3, 0, 1]  # the plane on screen first
+    assert [e.done for e in planes] == [1, 2, 3, 4] and planes[0].data.shape == (1, 40, 48)
+    np.testing.assert_array_equal(out.data, oneshot.data)  # one decision for the whole stack
+    # whole-job tile progress: 2 x 2 tiles per plane, 16 in all, monotonic
+    assert progress[-1] == (16, 16) and [d for d, _ in progress] == sorted(d for d, _ in progress)
+
+
+def test_planes_mode_dask_reads_by_chunk_and_matches_numpy(checkpoint, monkeypatch):
     da = pytest.importorskip("dask.array")
-    data = da.from_array(np.full((2, 40, 40), 1000, np.uint16), chunks=(1, 40, 40))
-    job = J.Job(array=data, reference=None, rgb=False, lazy=True, weights=checkpoint, tile=64)
-    out = J.execute_job(job)
+    data = (np.random.default_rng(1).random((2, 3, 32, 40)) * 200).astype(np.uint8)
+    lazy = da.from_array(data, chunks=(1, 2, 32, 40))
+    reads = []
+    original = J._compute
+    monkeypatch.setattr(J, "_compute", lambda a, t: reads.append(a.shape) or original(a, t))
+    job = J.Job(array=lazy, weights=checkpoint, mode="planes", first_plane=(1, 2))
+    out, events = _events(job)
     assert out.status == "ok", out.message
-    assert J.is_dask(out.data) and out.data.shape == data.shape
-    assert out.contrast_limits == (0.0, 1023.0)
-    computed = np.asarray(out.data)
-    assert computed.dtype == np.uint16 and computed.max() <= 1023
+    block_reads = list(reads)
+    ref = J.execute_job(J.Job(array=data, weights=checkpoint))
+    np.testing.assert_array_equal(out.data, ref.data)
+    order = [tuple(s.start for s in e.index) for e in events if isinstance(e, J.PlaneDone)]
+    assert order[0] == (1, 2) and sorted(order) == list(np.ndindex(2, 3))
+    # one read per chunk of planes (2 + 1 planes per stack row), the on-screen chunk first,
+    # then the others in order
+    assert block_reads == [(1, 1, 32, 40), (1, 2, 32, 40), (1, 1, 32, 40), (1, 2, 32, 40)]
+    monkeypatch.setattr(J, "BLOCK_READ_BYTES", 1)  # big chunks: one plane at a time
+    reads.clear()
+    J.execute_job(job)
+    assert reads == [(1, 1, 32, 40)] * 6
 
 
+def test_planes_mode_rgb_and_channels_last(checkpoint):
+    rgb = (np.random.default_rng(2).random((3, 24, 32, 3)) * 60).astype(np.uint8)
+    out = J.execute_job(J.Job(array=rgb, layout="rgb", weights=checkpoint, mode="planes"))
+    ref = J.execute_job(J.Job(array=rgb, layout="rgb", weights=checkpoint))
+    assert out.status == ref.status == "ok"
+    np.testing.assert_array_equal(out.data, ref.data)
+    chans = (np.random.default_rng(3).random((3, 24, 32, 2)) * 900).astype(np.uint16)
+    job = J.Job(array=chans, layout="channels-last", weights=checkpoint, mode="planes")
+    assert job.n_planes == 3 and job.layout_options()["channel_axis"] == -1
+    out = J.execute_job(job)
+    from msrnet_napari import enhance
+
+    np.testing.assert_array_equal(out.data, enhance(chans, weights=checkpoint, channel_axis=-1))
+
+
+def test_planes_mode_cancel_keeps_count(checkpoint):
+    data = np.full((5, 32, 32), 30, np.uint8)
+    job = J.Job(array=data, weights=checkpoint, tile=16, mode="planes")
+    cancel = threading.Event()
+
+    def on_event(event):
+        if isinstance(event, J.PlaneDone) and event.done == 2:
+            cancel.set()
+
+    out = J.execute_job(job, cancel=cancel, on_event=on_event)
+    assert out.status == "cancelled" and (out.planes_done, out.planes_total) == (2, 5)
+    assert "2 of 5 planes" in out.message
+    assert out.data[:2].any() and not out.data[2:].any()
+
+
+def test_result_size_limit(monkeypatch):
+    monkeypatch.setattr(J, "MAX_RESULT_BYTES", 1000)
+    J.check_result_size((10, 100), np.uint8)
+    with pytest.raises(J.JobError, match="msrnet-enhance"):
+        J.check_result_size((10, 100), np.uint16)
+    monkeypatch.setattr(J, "MAX_RESULT_BYTES", None)
+    assert J.result_limit_bytes() >= 2**28  # half the physical memory (or 8 GiB)
+
+
+# ------------------------------------------------------------------ layout and threads
+
+
+def test_choose_layout_auto_explicit_and_refusals():
+    kind, reason = J.choose_layout("auto", (395, 695, 3), np.uint16)
+    assert kind == "channels-last" and reason.startswith("auto: ")
+    assert J.choose_layout("auto", (395, 695, 3), np.uint16, "photo")[0] == "rgb"
+    assert J.choose_layout("rgb", (395, 695, 3), np.uint16) == ("rgb", "RGB (chosen)")
+    assert J.choose_layout("planes", (5, 395, 695), np.uint16)[0] == "planes"
+    with pytest.raises(J.JobError, match="only 2 pixels wide"):
+        J.choose_layout("planes", (395, 695, 2), np.uint16)
+    with pytest.raises(J.JobError, match="last axis of 3 or 4"):
+        J.choose_layout("rgb", (395, 695, 2), np.uint16)
+    with pytest.raises(J.JobError, match=r"\(Y, X, C\)"):
+        J.choose_layout("channels-last", (395, 695), np.uint16)
+
+
+def test_plan_job_channels_last_keeps_the_channel_axis():
+    stack = np.zeros((4, 10, 12, 2), np.uint16)
+    arr, idx = J.plan_job(stack, "channels-last", (3, 0, 0, 0), whole_stack=False)
+    assert arr.shape == (1, 10, 12, 2) and J.plane_offset(idx, rgb=False) == (3, 0, 0, 0)
+    assert J.spatial_ndim("channels-last") == J.spatial_ndim(True) == 3
+    assert J.spatial_ndim("planes") == J.spatial_ndim(False) == 2
+
+
+def test_threads_auto_leaves_a_core():
+    assert [J.auto_threads(n) for n in (1, 2, 4, 16)] == [1, 1, 3, 15]
+    assert J.resolve_threads(0, cores=16) == 15 and J.resolve_threads(16, cores=16) == 16
+
+
+# ------------------------------------------------------------------ settings
+
+
+def test_settings_round_trip_and_validation(tmp_path, monkeypatch):
+    monkeypatch.setenv(J.SETTINGS_ENV, str(tmp_path / "cfg"))
+    assert J.settings_path() == tmp_path / "cfg" / J.SETTINGS_FILE
+    assert J.load_settings() == J.DEFAULT_SETTINGS  # nothing saved yet
+    changed = {**J.DEFAULT_SETTINGS, "tile": 64, "gain": 2.5, "layout": "rgb",
+               "whole_stack": True, "unknown": 1}
+    J.save_settings(changed)
+    loaded = J.load_settings()
+    assert loaded == {k: changed[k] for k in J.DEFAULT_SETTINGS}
+    J.settings_path().write_text('{"tile": "big", "gain": NaN, "whole_stack": 1, "threads": 2.0}')
+    assert J.load_settings() == {**J.DEFAULT_SETTINGS, "threads": 2}
+    J.settings_path().write_text("[1, 2]")
+    assert J.load_settings() == J.DEFAULT_SETTINGS
+    assert J.reset_settings() == J.DEFAULT_SETTINGS and not J.settings_path().exists()
+    J.reset_settings()  # twice: fine

@@ -6,6 +6,7 @@ trained one: it brightens dark inputs, which is all these tests need.
 
 from __future__ import annotations
 
+import os
 import threading
 from importlib import metadata
 from pathlib import Path
@@ -55,6 +56,14 @@ def _plugin_installed() -> bool:
     group = eps.select(group="napari.manifest") if hasattr(eps, "select") else eps.get(
         "napari.manifest", [])
     return any(ep.name == "msrnet-napari" for ep in group)
+
+
+@pytest.fixture(autouse=True)
+def settings_dir(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own settings folder (never the user's config)."""
+    folder = tmp_path / "config"
+    monkeypatch.setenv(J.SETTINGS_ENV, str(folder))
+    return folder
 
 
 @pytest.fixture
@@ -197,7 +206,7 @@ def test_widget_stack_current_plane_and_whole(make_napari_viewer, qtbot, checkpo
 
 
 @pytest.mark.gui
-def test_widget_dask_layer(make_napari_viewer, qtbot, checkpoint, monkeypatch, notes):
+def test_widget_dask_layer(make_napari_viewer, qtbot, checkpoint, notes):
     da = pytest.importorskip("dask.array")
     data = da.from_array(np.full((4, 40, 40), 30, np.uint8), chunks=(1, 40, 40))
     viewer = make_napari_viewer()
@@ -209,14 +218,193 @@ def test_widget_dask_layer(make_napari_viewer, qtbot, checkpoint, monkeypatch, n
     out = viewer.layers["lazy (MSR-net)"]
     assert isinstance(out.data, np.ndarray) and out.data.shape == (1, 40, 40)
 
-    monkeypatch.setattr(J, "LAZY_THRESHOLD_BYTES", 0)
+    viewer.dims.set_current_step(0, 2)
     widget.whole_stack.value = True
-    widget.run()  # whole stack of a "large" dask array: stays lazy
+    job = widget.build_job()
+    assert job.mode == "planes" and job.first_plane == (2,)
+    widget.run()  # whole dask stack: a numpy layer there at once, filled plane by plane
+    filled = viewer.layers["lazy (MSR-net) [1]"]
+    assert isinstance(filled.data, np.ndarray) and filled.data.shape == (4, 40, 40)
+    assert not filled.data.any() and widget.is_running
     _wait(qtbot, widget)
-    lazy = viewer.layers["lazy (MSR-net) [1]"]
-    assert J.is_dask(lazy.data) and lazy.data.shape == (4, 40, 40)
-    assert lazy.metadata["msrnet"]["lazy"] is True
+    assert notes["error"] == [] and notes["info"] == []
+    assert viewer.layers[-1] is filled and isinstance(filled.data, np.ndarray)
+    # every plane equals a run of the same (constant) plane on its own
+    for i in range(4):
+        np.testing.assert_array_equal(filled.data[i], out.data[0])
+    meta = filled.metadata["msrnet"]
+    assert meta["mode"] == "planes" and meta["complete"] and meta["planes_done"] == 4
+    assert "filled" in widget.status.value and "4 planes" in widget.status.value
+
+
+@pytest.mark.gui
+def test_widget_fills_big_stack_plane_by_plane(make_napari_viewer, qtbot, checkpoint,
+                                               dim_stack, notes, monkeypatch):
+    """An in-memory stack over the threshold fills a layer that exists from the start;
+    the plane on screen comes first; the result equals the one-shot run."""
+    viewer = make_napari_viewer()
+    viewer.add_image(dim_stack, name="stack")
+    widget = _open_widget(viewer)
+    _use_checkpoint(widget, checkpoint)
+    widget.whole_stack.value = True
+    widget.run()  # small: one shot
+    _wait(qtbot, widget)
+    oneshot = viewer.layers.pop(-1)
+
+    monkeypatch.setattr(J, "FILL_THRESHOLD_BYTES", 0)
+    viewer.dims.set_current_step(0, 1)
+    order, statuses = [], []
+    widget._relay.progressed.connect(lambda d, t: statuses.append(widget.status.value))
+    on_yielded = widget._on_yielded
+
+    def record(event):  # connected by run(), so no event is missed
+        if isinstance(event, J.PlaneDone):
+            order.append(event.index[0].start)
+        on_yielded(event)
+
+    widget._on_yielded = record
+    widget.run()
+    filled = viewer.layers["stack (MSR-net)"]
+    assert filled.metadata["msrnet"]["mode"] == "planes"
+    _wait(qtbot, widget)
     assert notes["error"] == []
+    assert order == [1, 2, 0]  # the plane on screen first
+    np.testing.assert_array_equal(filled.data, oneshot.data)
+    assert tuple(filled.contrast_limits) == tuple(oneshot.contrast_limits)  # the decision's
+    assert any(s.startswith("plane ") for s in statuses)
+    assert widget.progress.value == widget.progress.max > 1
+
+
+@pytest.mark.gui
+def test_widget_cancel_keeps_finished_planes(make_napari_viewer, qtbot, checkpoint, notes,
+                                             monkeypatch):
+    from qtpy.QtCore import Qt
+
+    monkeypatch.setattr(J, "FILL_THRESHOLD_BYTES", 0)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.full((5, 64, 64), 20, np.uint8), name="stack")
+    widget = _open_widget(viewer)
+    _use_checkpoint(widget, checkpoint)
+    widget.tile.value = 32  # 4 tiles per plane
+    widget.whole_stack.value = True
+    viewer.dims.set_current_step(0, 0)  # napari starts in the middle of the stack
+
+    second_plane = threading.Event()
+    clicked = threading.Event()
+
+    def hold(done, total):  # worker thread: stop mid-way through plane 3
+        if done == 9 and not second_plane.is_set():
+            second_plane.set()
+            clicked.wait(30)
+
+    widget._relay.progressed.connect(hold, type=Qt.DirectConnection)
+    widget.run()
+    qtbot.waitUntil(second_plane.is_set, timeout=30_000)
+    widget.cancel_button.native.click()
+    clicked.set()
+    _wait(qtbot, widget)
+
+    layer = viewer.layers["stack (MSR-net)"]  # kept, with the two finished planes
+    assert layer.data[:2].mean() > 20 and not layer.data[2:].any()
+    meta = layer.metadata["msrnet"]
+    assert meta["planes_done"] == 2 and meta["complete"] is False
+    assert widget.status.value.startswith("cancelled: 2 of 5 planes done")
+    assert notes["info"] and "2 of 5 planes" in notes["info"][-1] and notes["error"] == []
+
+
+@pytest.mark.gui
+def test_widget_cancel_before_any_plane_leaves_no_layer(make_napari_viewer, qtbot, checkpoint,
+                                                        notes, monkeypatch):
+    from qtpy.QtCore import Qt
+
+    monkeypatch.setattr(J, "FILL_THRESHOLD_BYTES", 0)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.full((3, 64, 64), 20, np.uint8), name="stack")
+    widget = _open_widget(viewer)
+    _use_checkpoint(widget, checkpoint)
+    widget.tile.value = 32
+    widget.whole_stack.value = True
+    first = threading.Event()
+    clicked = threading.Event()
+
+    def hold(done, total):
+        if not first.is_set():
+            first.set()
+            clicked.wait(30)
+
+    widget._relay.progressed.connect(hold, type=Qt.DirectConnection)
+    widget.run()
+    assert "stack (MSR-net)" in viewer.layers  # there at once
+    qtbot.waitUntil(first.is_set, timeout=30_000)
+    widget.cancel()
+    clicked.set()
+    _wait(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == ["stack"]
+    assert widget.status.value.startswith("cancelled: 0 of 3")
+
+
+@pytest.mark.gui
+def test_widget_removing_the_result_layer_stops_the_fill(make_napari_viewer, qtbot, checkpoint,
+                                                         notes, monkeypatch):
+    from qtpy.QtCore import Qt
+
+    monkeypatch.setattr(J, "FILL_THRESHOLD_BYTES", 0)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.full((6, 64, 64), 20, np.uint8), name="stack")
+    widget = _open_widget(viewer)
+    _use_checkpoint(widget, checkpoint)
+    widget.tile.value = 32
+    widget.whole_stack.value = True
+    first = threading.Event()
+    removed = threading.Event()
+
+    def hold(done, total):
+        if not first.is_set():
+            first.set()
+            removed.wait(30)
+
+    widget._relay.progressed.connect(hold, type=Qt.DirectConnection)
+    widget.run()
+    qtbot.waitUntil(first.is_set, timeout=30_000)
+    viewer.layers.remove("stack (MSR-net)")
+    removed.set()
+    _wait(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == ["stack"]
+    assert widget.status.value == "cancelled: the result layer was removed"
+    assert notes["error"] == []
+
+
+@pytest.mark.gui
+def test_widget_fill_error_before_any_plane(make_napari_viewer, qtbot, checkpoint, notes):
+    da = pytest.importorskip("dask.array")
+    data = np.full((3, 16, 16), 0.1, np.float32)
+    data[2, 3, 3] = np.nan  # found by the decision's pass over the whole stack
+    viewer = make_napari_viewer()
+    viewer.add_image(da.from_array(data, chunks=(1, 16, 16)), name="nan")
+    widget = _open_widget(viewer)
+    _use_checkpoint(widget, checkpoint)
+    widget.whole_stack.value = True
+    widget.run()
+    _wait(qtbot, widget)
+    assert "NaN" in notes["error"][-1]
+    assert [layer.name for layer in viewer.layers] == ["nan"]  # no empty layer left
+    assert widget.status.value == "failed (see notification)"
+
+
+@pytest.mark.gui
+def test_widget_refuses_results_over_the_memory_limit(make_napari_viewer, qtbot, checkpoint,
+                                                      notes, monkeypatch):
+    monkeypatch.setattr(J, "MAX_RESULT_BYTES", 10_000)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 64, 64), np.uint8), name="stack")
+    widget = _open_widget(viewer)
+    _use_checkpoint(widget, checkpoint)
+    widget.run()  # one plane (4 kB): fine
+    _wait(qtbot, widget)
+    widget.whole_stack.value = True
+    widget.run()
+    assert "msrnet-enhance" in notes["error"][-1] and "GB" in notes["error"][-1]
+    assert not widget.is_running
 
 
 @pytest.mark.gui
@@ -337,3 +525,142 @@ def test_widget_microscopy_model_offset_gain_and_preview(make_napari_viewer, qtb
     widget.run()
     assert "offset must be" in notes["error"][-1]
     assert widget.status.value.startswith("invalid settings")
+
+
+# ------------------------------------------------------- threads, layout, settings
+
+
+@pytest.mark.gui
+def test_widget_default_threads_leave_a_core_free(make_napari_viewer, monkeypatch):
+    """The engine never takes every core by default: the GUI thread keeps one
+    (benchmarks/bench_widget_latency.py measures what that buys)."""
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.zeros((32, 32), np.uint8), name="img")
+    widget = _open_widget(viewer)
+    cores = os.cpu_count() or 1
+    assert widget.threads.value == 0 and widget.threads.choices[0] == 0
+    assert "auto" in widget.threads.native.currentText()
+    threads = widget.build_job(layer).threads
+    assert threads == max(1, cores - 1) and threads >= 1
+    if cores > 1:
+        assert threads < cores
+    widget.threads.value = cores  # all cores, when asked for
+    assert widget.build_job(layer).threads == cores
+    assert J.auto_threads(8) == 7 and J.auto_threads(1) == 1 and J.auto_threads(2) == 1
+    assert J.resolve_threads(0, cores=4) == 3 and J.resolve_threads(2, cores=4) == 2
+
+
+@pytest.mark.gui
+def test_widget_layout_choice(make_napari_viewer, checkpoint, notes):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    composite = viewer.add_image((100 + rng.poisson(5, (40, 50, 3))).astype(np.uint16),
+                                 name="composite", rgb=True)  # napari shows it as RGB
+    two = viewer.add_image((100 + rng.poisson(5, (40, 50, 2))).astype(np.uint16), name="two")
+    photo = viewer.add_image(np.zeros((40, 50, 3), np.uint8), name="photo")
+    widget = _open_widget(viewer)
+    combo = widget.layout_mode
+
+    widget.image_layer.value = composite
+    assert combo.value == "auto" and combo.native.itemText(0) == "auto: channels (last axis)"
+    assert "fluorescence composite" in combo.tooltip
+    job = widget.build_job()
+    assert job.layout == "channels-last" and job.layout_options() == {"rgb": False,
+                                                                     "channel_axis": -1}
+    assert job.layer_kwargs["metadata"]["msrnet"]["layout"] == "channels-last"
+    combo.value = "rgb"
+    assert widget.build_job().layout == "rgb"
+    combo.value = "planes"  # 40 planes 3 px wide: refused, not guessed
+    with pytest.raises(J.JobError, match="only 3 pixels wide"):
+        widget.build_job()
+    widget.run()
+    assert "only 3 pixels wide" in notes["error"][-1]
+
+    combo.value = "auto"
+    widget.image_layer.value = two  # never 40 planes of (50, 2)
+    assert combo.native.itemText(0) == "auto: channels (last axis)"
+    assert "too short to be X" in combo.tooltip
+    assert not widget.whole_stack.enabled  # (Y, X, C): one plane, nothing to choose
+    assert widget.build_job().layout == "channels-last"
+
+    widget.image_layer.value = photo
+    assert combo.native.itemText(0) == "auto: RGB"
+    # the photo model reads a 16-bit 3-channel layer as colour (the rule's exception)
+    widget.image_layer.value = composite
+    _use_checkpoint(widget, checkpoint)  # a photo checkpoint
+    assert combo.native.itemText(0) == "auto: RGB"
+
+
+@pytest.mark.gui
+def test_widget_channels_last_run_matches_enhance(make_napari_viewer, qtbot, notes, tmp_path):
+    """A (Y, X, 2) layer runs as two channels (auto), exactly as enhance(channel_axis=-1)."""
+    pytest.importorskip("torch")
+    from msrnet_napari import enhance
+    from msrnet_napari.config import MSRNetConfig
+    from msrnet_napari.training.model import MSRNet, init_weights, save_checkpoint
+
+    config = MSRNetConfig(depth=2, width=8, intensity="linear", log_bases=(1e-4,))
+    path = save_checkpoint(init_weights(MSRNet(config), seed=0), tmp_path / "linear.pt")
+    rng = np.random.default_rng(3)
+    data = np.stack([100 + rng.poisson(8, (40, 50)), 900 + rng.poisson(80, (40, 50))],
+                    axis=-1).astype(np.uint16)
+    viewer = make_napari_viewer()
+    viewer.add_image(data, name="two")
+    widget = _open_widget(viewer)
+    _use_checkpoint(widget, path)
+    widget.run()
+    _wait(qtbot, widget)
+    assert notes["error"] == []
+    out = viewer.layers["two (MSR-net)"]
+    np.testing.assert_array_equal(out.data, enhance(data, weights=path, channel_axis=-1))
+    assert "ch1: dark 9" in out.metadata["msrnet"]["decision"]  # a dark level per channel
+
+
+def _change_every_setting(widget, checkpoint):
+    widget.model.value = J.MODEL_CHECKPOINT
+    widget.checkpoint.value = checkpoint
+    widget.layout_mode.value = "channels-last"
+    widget.offset.value = "100, 120"
+    widget.gain.value = 2.5
+    widget.bit_depth.value = 12
+    widget.device.value = "cpu"
+    widget.tile.value = 64
+    widget.threads.value = 1
+    widget.whole_stack.value = True
+
+
+@pytest.mark.gui
+def test_widget_settings_survive_reopening_and_restore_defaults(make_napari_viewer, checkpoint,
+                                                                settings_dir):
+    viewer = make_napari_viewer()
+    widget = _open_widget(viewer)
+    defaults = widget.current_settings()
+    assert defaults == {**J.DEFAULT_SETTINGS}
+    _change_every_setting(widget, checkpoint)
+    changed = widget.current_settings()
+    assert (settings_dir / J.SETTINGS_FILE).is_file()
+    viewer.window.remove_dock_widget(widget.native)
+    widget.native.close()
+
+    reopened = W.MSRNetWidget(viewer)  # a new widget (also what a new session builds)
+    assert reopened.current_settings() == changed
+    assert reopened.checkpoint.enabled and Path(reopened.checkpoint.value) == Path(checkpoint)
+    assert reopened.offset.value == "100, 120" and reopened.gain.value == 2.5
+
+    reopened.restore_defaults()
+    assert reopened.current_settings() == defaults
+    assert not reopened.checkpoint.enabled
+    assert W.MSRNetWidget(viewer).current_settings() == defaults  # and it stays so
+
+
+@pytest.mark.gui
+def test_widget_settings_ignore_bad_files(make_napari_viewer, settings_dir):
+    settings_dir.mkdir(parents=True)
+    path = settings_dir / J.SETTINGS_FILE
+    viewer = make_napari_viewer()
+    path.write_text("{not json")
+    assert W.MSRNetWidget(viewer).current_settings() == J.DEFAULT_SETTINGS
+    path.write_text('{"tile": 96, "threads": 4096, "device": "tpu", "model": "gone", '
+                    '"gain": "high", "layout": "rgb", "whole_stack": 1}')
+    settings = W.MSRNetWidget(viewer).current_settings()
+    assert settings == {**J.DEFAULT_SETTINGS, "tile": 96, "layout": "rgb"}

@@ -80,10 +80,14 @@ def _require(module: str):
     import importlib
 
     try:
-        return importlib.import_module(module)
+        mod = importlib.import_module(module)
     except ImportError as exc:
         raise ImportError(f"{module} is needed for OME-Zarr / lazy TIFF processing; install "
                           f"it with: pip install 'msrnet-napari[dask,io]'") from exc
+    if module == "zarr" and int(str(mod.__version__).split(".")[0]) < 3:
+        raise ImportError(f"zarr {mod.__version__} is too old: OME-Zarr / lazy TIFF processing "
+                          "needs zarr >= 3 (Python >= 3.11): pip install 'zarr>=3'")
+    return mod
 
 
 # --------------------------------------------------------------------------- inputs
@@ -249,7 +253,6 @@ def open_ome_zarr(path: Any) -> LazyImage:
     check_dtype(np.dtype(array.dtype))
     axes = _axis_dicts(ms.get("axes"), array.ndim)
     _check_axes(axes)
-    version = str(ome.get("version") or ms.get("version") or "0.4")
     zarr_format = int(getattr(array.metadata, "zarr_format", 2))
     data = da.from_zarr(array)
     ident = tuple(range(array.ndim))
@@ -265,31 +268,39 @@ def open_ome_zarr(path: Any) -> LazyImage:
 
 class _TiffArray:
     """Picklable array view of a TIFF series for ``dask.array.from_array``: each
-    process (and thread) opens the file itself through ``tifffile.aszarr``, so the
-    graph holds only the path and workers on other machines read their chunks."""
+    process opens the file itself (once, on first read) through ``tifffile.aszarr``,
+    so the graph holds only the path and workers elsewhere read their own chunks.
+    Threads share the handle (tifffile locks its seeks and reads); it is closed when
+    this object is collected."""
 
     def __init__(self, path: str, shape: tuple, dtype: np.dtype, chunks: tuple) -> None:
         self.path, self.shape, self.dtype, self.chunks = path, shape, np.dtype(dtype), chunks
         self.ndim = len(shape)
-        self._local = threading.local()
+        self._lock, self._array = threading.Lock(), None
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k != "_local"}
+        return {k: self.__dict__[k] for k in ("path", "shape", "dtype", "chunks", "ndim")}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._local = threading.local()
+        self._lock, self._array = threading.Lock(), None
 
     def _zarr(self):
-        z = getattr(self._local, "array", None)
-        if z is None:
-            import tifffile
-            import zarr
+        with self._lock:
+            if self._array is None:
+                import weakref
 
-            tif = tifffile.TiffFile(self.path)
-            self._local.tif = tif  # kept open for this thread
-            z = self._local.array = zarr.open(tif.series[0].aszarr(), mode="r")
-        return z
+                import tifffile
+                import zarr
+
+                tif = tifffile.TiffFile(self.path)
+                try:
+                    self._array = zarr.open(tif.series[0].aszarr(), mode="r")
+                except BaseException:
+                    tif.close()
+                    raise
+                weakref.finalize(self, tif.close)
+            return self._array
 
     def __getitem__(self, key):
         block = np.asarray(self._zarr()[key])
@@ -309,6 +320,9 @@ def open_tiff(path: Any) -> LazyImage:
     """
     tifffile = _require("tifffile")
     _require("zarr")
+    if tuple(int(v) for v in tifffile.__version__.split(".")[:3] if v.isdigit()) < (2025, 5, 21):
+        raise ImportError(f"tifffile {tifffile.__version__} cannot read TIFF as zarr 3; lazy "
+                          "TIFF reading needs tifffile >= 2025.5.21: pip install -U tifffile")
     da = _require("dask.array")
     path = Path(path)
     from .image_files import _open_regular  # refuses FIFOs, devices, folders
@@ -558,7 +572,7 @@ def enhance_to_zarr(
     the run after the blocks in flight (then ``msrnet_napari.Cancelled``).
     ``on_decision(decision)`` is called once the intensity decision is made.
     """
-    da = _require("dask.array")
+    _require("dask.array")
     dask = _require("dask")
     zarr = _require("zarr")
     import importlib

@@ -7,8 +7,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("skimage")
 PIL = pytest.importorskip("PIL.Image")
 
-from msrnet_napari.training import train  # noqa: E402
 from msrnet_napari.config import MSRNetConfig  # noqa: E402
+from msrnet_napari.training import train  # noqa: E402
 from msrnet_napari.training.data import CropSampler, load_pack, save_pack  # noqa: E402
 from msrnet_napari.training.degrade import synthesize_torch  # noqa: E402
 from msrnet_napari.training.model import MSRNet, init_weights  # noqa: E402
@@ -146,8 +146,8 @@ def test_crop_sampler_context_pixels_come_from_the_crops_own_image():
 
 
 def test_val_set_gain_comes_from_the_whole_darkened_image():
-    from msrnet_napari.training.degrade import darken, to_float
     from msrnet_napari.exposure import srgb_to_linear
+    from msrnet_napari.training.degrade import darken, to_float
 
     img = np.zeros((64, 64, 3), dtype=np.uint8)
     img[:, :32] = 250  # bright left half, black right half

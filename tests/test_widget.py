@@ -178,7 +178,7 @@ def test_widget_layer_list_follows_viewer(make_napari_viewer, checkpoint):
 def test_widget_stack_current_plane_and_whole(make_napari_viewer, qtbot, checkpoint,
                                               dim_stack, notes):
     viewer = make_napari_viewer()
-    layer = viewer.add_image(dim_stack, name="stack", scale=(2.0, 1.0, 1.0))
+    viewer.add_image(dim_stack, name="stack", scale=(2.0, 1.0, 1.0))
     widget = _open_widget(viewer)
     _use_checkpoint(widget, checkpoint)
     viewer.dims.set_current_step(0, 1)  # world step 1 -> data plane 1

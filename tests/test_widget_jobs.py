@@ -110,8 +110,9 @@ def test_widget_asks_the_core_for_the_photo_scaling(checkpoint):
 
 
 def test_preview_of_the_linear_model_shows_offset_scale_and_gain():
-    from conftest import random_weights
     from msrnet_napari.config import MSRNetConfig
+
+    from conftest import random_weights
 
     ckpt = random_weights(MSRNetConfig(log_bases=(1e-4,), depth=2, width=4, intensity="linear"),
                           identity=True)

@@ -136,7 +136,7 @@ def validate_data(data: Any, layout: Any) -> None:
         raise JobError(f"RGB data must have 3 or 4 channels in its last axis, got {shape[-1]}")
     if any(n == 0 for n in shape):
         raise JobError(f"data of shape {shape} is empty")
-    if dtype == bool or dtype.kind not in "uif":
+    if dtype == bool or dtype.kind not in "uif":  # noqa: E721 (a numpy dtype, not a type)
         raise JobError(f"unsupported data type {dtype}: MSR-net needs integer or float images")
 
 

@@ -217,11 +217,9 @@ def make_val_set(val: dict[str, np.ndarray], size: int) -> list[tuple]:
     the one enhance() would use for the whole image, under any exposure rule
     (:func:`val_gain`).
     """
-    from ..exposure import exposure_summary
-
     from ..config import EXPOSURE_SPACES
+    from ..exposure import exposure_statistic, exposure_summary
     from .degrade import DARKEN_LEVELS, darken, to_float
-    from ..exposure import exposure_statistic
 
     out = []
     for img in val.values():

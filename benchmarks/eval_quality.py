@@ -66,6 +66,12 @@ from msrnet_napari.training.metrics import artefacts, gt_mean_psnr, psnr, ssim  
 ARTEFACT_KEYS = ("chroma_noise", "blotch", "halo", "hue_shift")
 
 
+def _nanmean(values) -> float:
+    """np.nanmean, NaN (without numpy's RuntimeWarning) when no value is a number."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(values)) if (~np.isnan(values)).any() else float("nan")
+
+
 def shrink(img: np.ndarray, max_side: int) -> np.ndarray:
     if not max_side or max(img.shape[:2]) <= max_side:
         return img
@@ -331,7 +337,7 @@ def main(argv=None) -> int:
             art_mean[m] = {}
             for k, v in art[m].items():
                 keys = v[0].keys()
-                art_mean[m][k] = {key: float(np.nanmean([r[key] for r in v])) for key in keys
+                art_mean[m][k] = {key: _nanmean([r[key] for r in v]) for key in keys
                                   if key != "gain"}
                 gains = [r["gain"] for r in v if r.get("gain") == r.get("gain")]
                 art_mean[m][k]["max_gain"] = float(max(gains)) if gains else float("nan")

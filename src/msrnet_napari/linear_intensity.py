@@ -14,10 +14,11 @@ array (every plane of a stack, every dask block)::
 * ``scale``: the robust signal scale, the 99.9th percentile of that subsample
   minus the dark level (a few hot pixels cannot move it), never below three
   times the background noise or one count of integer data.
-* ``PEDESTAL``/``SPAN`` place the dark level at 0.1 and the reference level at
-  0.5, so noise below the dark level is kept (not clipped: clipping would
-  bias the background upwards) and objects up to ~2x the reference stay in
-  the range the network was trained on; brighter ones are passed on unclipped.
+* ``PEDESTAL``/``SPAN`` place the dark level at 0.25 and the reference level at
+  0.65, so noise below the dark level is kept (not clipped: clipping would
+  bias the background upwards; values down to dark - 0.625 scale pass), and
+  objects up to ~9x the reference stay in the network's range; brighter ones
+  are passed through unchanged.
 * ``gain`` (default 1: a *restored* image in the input's units) multiplies the
   signal above the dark level, like a longer exposure would; results are
   clipped only to the output dtype's range.
@@ -36,17 +37,18 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 __all__ = [
-    "PEDESTAL", "SPAN", "UPPER_CLIP", "REFERENCE_PERCENTILE", "SAMPLE_PIXELS",
+    "PEDESTAL", "SPAN", "UPPER_CLIP", "half_sample_mode", "REFERENCE_PERCENTILE", "SAMPLE_PIXELS",
     "ChannelMapping", "LinearMapping", "decide_channel", "estimate_dark_level",
     "strided_sample",
 ]
 
-PEDESTAL = 0.1  # network value of the dark level
+PEDESTAL = 0.25  # network value of the dark level (room below it for noise and misestimates)
 SPAN = 0.4  # network value of the reference level, above the pedestal
 REFERENCE_PERCENTILE = 99.9
+LOW_FRACTION = 0.3  # the background is searched among the darkest 30 % of the values
 SAMPLE_PIXELS = 1 << 20  # the statistics use at most about this many pixels per channel
 LOWER_CLIP = 0.0  # network input floor: f1's log(1 + v x) needs x > -1/max(v)
-#: network input ceiling (~10x the reference level). Brighter pixels (star cores,
+#: network input ceiling (~9x the reference level). Brighter pixels (star cores,
 #: hot pixels) enter the network at this value and are passed through unchanged
 #: (only scaled by ``gain``), so they are never saturated nor smeared.
 UPPER_CLIP = 4.0
@@ -171,16 +173,22 @@ def strided_sample(array: Any, spatial_axes: Sequence[int], limit: int = SAMPLE_
     return array[tuple(index)]
 
 
-def estimate_dark_level(values: np.ndarray, iterations: int = 10) -> tuple[float, float]:
-    """(dark level, background noise std) of a sample: sigma-clipped median.
+def half_sample_mode(values: np.ndarray) -> float:
+    """The half-sample mode (Bickel & Fruehwirth 2006): repeatedly keep the densest
+    half of the sorted values. Robust to outliers; finds the sharpest peak."""
+    x = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    while x.size > 3:
+        m = (x.size + 1) // 2
+        widths = x[m - 1:] - x[:x.size - m + 1]
+        i = int(np.argmin(widths))
+        x = x[i:i + m]
+    if x.size == 3:  # the closer pair
+        x = x[:2] if x[1] - x[0] <= x[2] - x[1] else x[1:]
+    return float(x.mean())
 
-    Upper clip at 3 sigma (objects are bright), lower at 5 sigma (cold pixels);
-    sigma from the median absolute deviation. Converges to the background mode
-    for images with sparse or moderately dense bright objects.
-    """
-    v = np.asarray(values, dtype=np.float64).ravel()
-    if v.size == 0:
-        raise ValueError("no values to estimate a dark level from")
+
+def _clipped_median(v: np.ndarray, iterations: int) -> tuple[float, float]:
+    """(median, sigma) after iterative clipping at +3 / -5 sigma (MAD-based)."""
     med = float(np.median(v))
     sigma = 1.4826 * float(np.median(np.abs(v - med)))
     for _ in range(iterations):
@@ -197,6 +205,29 @@ def estimate_dark_level(values: np.ndarray, iterations: int = 10) -> tuple[float
     return med, sigma
 
 
+def estimate_dark_level(values: np.ndarray, iterations: int = 10) -> tuple[float, float]:
+    """(dark level, background noise std) of a sample.
+
+    Sparse bright objects (the usual fluorescence / sky image): the sigma-clipped
+    median (upper clip 3 sigma: objects are bright; lower 5 sigma: cold pixels).
+    A dense field (cells covering most of the image, where that median lies on
+    the cells): the half-sample mode - the sharpest histogram peak - of the
+    darkest 30 % of the values, used when it lies more than 3 sigma below the
+    clipped median. Only the darkest values are searched, so a large flat bright
+    region (a saturated area) is never called the background.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        raise ValueError("no values to estimate a dark level from")
+    dark, sigma = _clipped_median(v, iterations)
+    low = v[v <= np.percentile(v, LOW_FRACTION * 100)]
+    mode = half_sample_mode(low)
+    if mode < dark - 3.0 * max(sigma, 1e-12):
+        dark = mode
+        sigma = 1.4826 * float(np.median(np.abs(low - mode)))
+    return dark, sigma
+
+
 def decide_channel(sample: np.ndarray, *, integer: bool, dark: Optional[float] = None
                    ) -> ChannelMapping:
     """The mapping of one channel from a sample of its values (see the module docstring)."""
@@ -210,7 +241,11 @@ def decide_channel(sample: np.ndarray, *, integer: bool, dark: Optional[float] =
         if not math.isfinite(dark):
             raise ValueError(f"offset must be a finite number, got {dark!r}")
     else:
-        dark = est_dark
+        # never so high that more than 0.1 % of the values fall below the network's floor
+        # (dark - PEDESTAL / SPAN * scale): solve for the dark level that puts p0.1 there
+        lo, hi = (float(q) for q in np.percentile(v, [0.1, REFERENCE_PERCENTILE]))
+        r = (PEDESTAL - LOWER_CLIP) / SPAN
+        dark = min(est_dark, (lo + r * hi) / (1.0 + r))
     ref = float(np.percentile(v, REFERENCE_PERCENTILE)) - dark
     unit = 1.0 if integer else max(abs(dark), float(np.max(np.abs(v))), 1e-30) * 1e-6
     scale = max(ref, 3.0 * noise, unit)

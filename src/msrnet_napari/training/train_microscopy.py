@@ -41,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-lr-frac", type=float, default=0.03)
     p.add_argument("--weight-decay", type=float, default=1e-6)
     p.add_argument("--p-real", type=float, default=0.3, help="share of real W2S pairs")
-    p.add_argument("--init", help="take f2's 3x3 convolutions from this checkpoint")
+    p.add_argument("--init", help="take f2's 3x3 convolutions from this checkpoint "
+                                  "(then start as the identity, model.identity_start)")
+    p.add_argument("--init-full", help="start from all weights of this linear checkpoint "
+                                       "(fine-tuning; no identity start)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--val-every-s", type=float, default=600.0)
     p.add_argument("--val-size", type=int, default=192)
@@ -97,6 +100,15 @@ class Trainer:
         self.model = init_weights(MSRNet(config), seed=a.seed)
         if payload is not None:
             self.model.load_state_dict(payload["state_dict"])
+        elif a.init_full:
+            from ..checkpoint import load_checkpoint
+
+            ckpt = load_checkpoint(a.init_full)
+            if ckpt.config != config:
+                raise SystemExit(f"--init-full: {a.init_full} has config {ckpt.config}, "
+                                 f"expected {config}")
+            self.model.load_state_dict({k: torch.from_numpy(v.copy())
+                                        for k, v in ckpt.weights.items()})
         else:
             if a.init:
                 from ..checkpoint import load_checkpoint
@@ -104,7 +116,8 @@ class Trainer:
                 w = load_checkpoint(a.init).weights
                 with torch.no_grad():
                     for name, t in self.model.state_dict().items():
-                        if name.startswith("f2.convs.") and name in w and tuple(w[name].shape) == tuple(t.shape):
+                        if (name.startswith("f2.convs.") and name in w
+                                and tuple(w[name].shape) == tuple(t.shape)):
                             t.copy_(torch.from_numpy(w[name].copy()))
             identity_start(self.model, fit_max=2.5)
         self.optimizer = make_optimizer(self.model, a.lr, a.weight_decay)

@@ -17,7 +17,10 @@ machine hits both alike):
 * ``old``: the widget's previous default, every core (``threads`` = all cores);
 * ``new``: the widget's current default (whatever ``CPU threads`` starts at:
   *auto* = all cores but one, ``widget_jobs.auto_threads``);
-* ``1``, ``2``, ...: that many threads.
+* ``1``, ``2``, ...: that many threads;
+* ``idle``: no job at all, the same probe (and zooming / scrolling) for
+  ``--idle-seconds``: what napari's own drawing costs on this machine (run
+  last in each repetition).
 
 ``--stack N`` enhances an (N, size, size) stack with "Whole stack" instead
 (``--dask``: as a dask array, one chunk per plane), which also shows how soon
@@ -59,12 +62,14 @@ def _camera(viewer):
 
 
 def run_once(viewer, widget, layer, threads: int | None, zoom: bool, timeout_s: float,
-             scroll: bool = False) -> dict:
+             scroll: bool = False, idle_s: float | None = None) -> dict:
+    """One measurement; ``idle_s``: no job, the same probe and interactions for that long
+    (napari's own cost of zooming / scrolling on this machine)."""
     from qtpy.QtCore import QEventLoop, QTimer
 
     if threads is not None:
         widget.threads.value = threads
-    used = widget.build_job(layer).threads
+    used = widget.build_job(layer).threads if idle_s is None else "-"
     before = {lay.name for lay in viewer.layers}
     stamps: list[float] = []
     first_layer: list[float] = []
@@ -101,7 +106,11 @@ def run_once(viewer, widget, layer, threads: int | None, zoom: bool, timeout_s: 
     def check() -> None:
         if not first_layer and {lay.name for lay in viewer.layers} - before:
             first_layer.append(time.perf_counter())
-        if not widget.is_running or time.perf_counter() - start > timeout_s:
+        elapsed = time.perf_counter() - start
+        if idle_s is not None:
+            if elapsed > idle_s:
+                loop.quit()
+        elif not widget.is_running or elapsed > timeout_s:
             loop.quit()
 
     watch.timeout.connect(check)
@@ -112,7 +121,8 @@ def run_once(viewer, widget, layer, threads: int | None, zoom: bool, timeout_s: 
     if scroll:
         scroller.start()
     watch.start()
-    widget.run()
+    if idle_s is None:
+        widget.run()
     loop.exec_()
     end = time.perf_counter()
     for timer in (probe, zoomer, scroller, watch):
@@ -138,7 +148,8 @@ def run_once(viewer, widget, layer, threads: int | None, zoom: bool, timeout_s: 
         "n": len(intervals),
         "run_s": end - start,
         "first_layer_s": (first_layer[0] - start) if first_layer else float("nan"),
-        "status": widget.status.value + (" (TIMED OUT)" if timed_out else ""),
+        "status": ("idle (no job)" if idle_s is not None
+                   else widget.status.value + (" (TIMED OUT)" if timed_out else "")),
     }
 
 
@@ -153,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --stack: step to the next plane every 250 ms")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--configs", nargs="+", default=["old", "new"])
+    parser.add_argument("--idle-seconds", type=float, default=10.0,
+                        help="length of an 'idle' configuration")
     parser.add_argument("--tile", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
@@ -201,12 +214,17 @@ def main(argv: list[str] | None = None) -> int:
 
     cores = os.cpu_count() or 1
     settings = {"old": cores, "new": default_threads}
+    # "idle" goes last: zooming a freshly shown stack right after the warm-up crashed
+    # Mesa's llvmpipe (glDrawArrays) under Xvfb here, never after a measured run
+    configs = [c for c in args.configs if c != "idle"] + [c for c in args.configs if c == "idle"]
     rows = []
     for rep in range(args.repeat):
-        for config in args.configs:
-            threads = settings[config] if config in settings else int(config)
+        for config in configs:
+            idle = config == "idle"
+            threads = None if idle else settings[config] if config in settings else int(config)
             r = run_once(viewer, widget, layer, threads, args.zoom, args.timeout,
-                         scroll=args.scroll and args.stack > 0)
+                         scroll=args.scroll and args.stack > 0,
+                         idle_s=args.idle_seconds if idle else None)
             r["config"] = config
             r["rep"] = rep
             rows.append(r)

@@ -179,5 +179,6 @@ def test_enhance_two_channels_last_is_not_run_as_planes_of_width_two():
                     axis=-1).astype(np.uint16)
     out, decision = enhance(data, weights=weights, return_decision=True)
     assert decision.channel_axis == 2  # the documented rule, recorded in the decision
-    assert [round(ch.dark) for ch in decision.linear.channels] == [105, 550]  # one per channel
+    darks = [ch.dark for ch in decision.linear.channels]  # one dark level per channel
+    assert len(darks) == 2 and abs(darks[0] - 105) < 10 and abs(darks[1] - 550) < 25
     np.testing.assert_array_equal(out, enhance(data, weights=weights, channel_axis=-1))

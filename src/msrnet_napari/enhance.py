@@ -60,8 +60,12 @@ def enhance(
     ----------
     array : array-like or dask array
         uint8/uint16/other integer or float data. 2-D gray (Y, X); RGB/RGBA
-        (Y, X, 3|4); or an nD stack of either (Z, T, ... leading axes), which
-        is enhanced plane by plane. A dask array gives a lazy dask array.
+        (Y, X, 3|4); channels-last (Y, X, C); or an nD stack of these (Z, T, ...
+        leading axes), enhanced plane by plane. Undescribed shapes follow ONE rule,
+        :func:`msrnet_napari.layout.guess_layout`: a last axis of 1-2 is channels;
+        of 3-4 is RGB(A) colour for uint8/float data and channels for wider
+        integers (a 16-bit composite); otherwise planes. A dask array gives a lazy
+        dask array.
     model : "photo", "microscopy" or None
         A bundled model (:func:`msrnet_napari.available_models`). None picks by
         the data (:func:`msrnet_napari.models.default_model_for`): uint8/float
@@ -72,8 +76,9 @@ def enhance(
         loader (no code in it is ever executed); its config says which
         intensity model it expects.
     channel_axis : int, optional
-        Axis of a non-RGB multichannel image; each channel is enhanced as gray
-        (and, with the linear model, gets its own dark level and scale).
+        Axis of a non-RGB multichannel image (before Y, X, or -1 for channels
+        last); each channel is enhanced as gray (and, with the linear model,
+        gets its own dark level and scale).
     rgb : bool, optional
         Whether the last axis holds RGB(A) channels. Default: auto, i.e. True
         for ndim >= 3 with a last axis of 3 or 4.

@@ -10,7 +10,6 @@ RSS.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import stat
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _limits import LIMITS_PRELUDE, limited_env, run_limited
 
 from msrnet_napari import cli
 from msrnet_napari import image_files as imf
@@ -31,37 +31,18 @@ tifffile = pytest.importorskip("tifffile")
 PIL_Image = pytest.importorskip("PIL.Image")
 
 DEFAULT_MAX_PIXELS = 1 << 28  # image_files.DEFAULT_MAX_PIXELS (checked below)
-HEADROOM = 768 * 1024**2
-CPU_SECONDS = 10
 MAX_CPU = 3.0
 MAX_RSS_GROWTH_MB = 64
 
 # --------------------------------------------------------------------------- subprocess
 
-_RUNNER = r"""
-import json, sys, time
-try:
-    import resource
-except ImportError:
-    resource = None
+_RUNNER = LIMITS_PRELUDE + r"""
 import numpy as np
 from msrnet_napari.image_files import read_image
 import PIL.Image, tifffile  # imported before the limits, like a real run would have
 
 headroom, cpu, path, max_pixels = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-
-def peak_mb():
-    if resource is None:
-        return 0.0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024**2 if sys.platform == "darwin" else peak / 1024
-
-if resource is not None:
-    if sys.platform.startswith("linux"):
-        with open("/proc/self/status") as fh:
-            vm = next(int(l.split()[1]) * 1024 for l in fh if l.startswith("VmSize:"))
-        resource.setrlimit(resource.RLIMIT_AS, (vm + headroom, vm + headroom))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+apply_limits(headroom, cpu)
 before, t0 = peak_mb(), time.process_time()
 try:
     kwargs = {} if max_pixels == 1 << 28 else {"max_pixels": max_pixels}
@@ -75,23 +56,13 @@ out["rss_growth_mb"] = peak_mb() - before
 print(json.dumps(out))
 """
 
-
-def _env():
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1",
-                OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+_env = limited_env
 
 
 def _read(path, max_pixels=DEFAULT_MAX_PIXELS, timeout=60):
     """read_image(path) in a fresh, limited subprocess: its outcome as a dict."""
-    try:
-        res = subprocess.run([sys.executable, "-c", _RUNNER, str(HEADROOM), str(CPU_SECONDS),
-                              str(path), str(max_pixels)], capture_output=True, text=True,
-                             timeout=timeout, env=_env())
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"reading {path} did not finish within {timeout} s")
-    assert res.returncode == 0, (f"reader process died (status {res.returncode}: over the "
-                                 f"CPU or memory limit?)\n{res.stderr[-3000:]}")
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out = run_limited(_RUNNER, str(path), str(max_pixels), timeout=timeout,
+                      what=f"reading {path}", who="reader")
     assert out["cpu"] < MAX_CPU, out
     assert out["rss_growth_mb"] < MAX_RSS_GROWTH_MB, out
     return out

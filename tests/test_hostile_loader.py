@@ -16,21 +16,18 @@ import operator
 import os
 import pickle
 import struct
-import subprocess
-import sys
 import zipfile
 from collections import OrderedDict
 
 import numpy as np
 import pytest
+from _limits import LIMITS_PRELUDE, run_limited
 
 from msrnet_napari import checkpoint as ckmod
 from msrnet_napari import config as cfgmod
 from msrnet_napari.checkpoint import CheckpointError, load_checkpoint
 from msrnet_napari.config import MSRNetConfig, parameter_shapes
 
-HEADROOM = 768 * 1024**2  # address space beyond the interpreter's after imports
-CPU_SECONDS = 10  # RLIMIT_CPU of the subprocess: an old-style hang dies here
 MAX_CPU = 2.0  # what one hostile load may cost (seconds of CPU)
 MAX_RSS_GROWTH_MB = 48  # ... and growth of the peak RSS
 
@@ -39,29 +36,12 @@ BARE = MSRNetConfig(depth=1, width=2, f1_width=1)  # default log bases: inferabl
 
 # --------------------------------------------------------------------------- subprocess
 
-_RUNNER = r"""
-import json, os, sys, time
-try:
-    import resource
-except ImportError:
-    resource = None
+_RUNNER = LIMITS_PRELUDE + r"""
 from msrnet_napari import weights as wmod
 from msrnet_napari.checkpoint import load_checkpoint
 
 headroom, cpu, calls = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
-
-def peak_mb():
-    if resource is None:
-        return 0.0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024**2 if sys.platform == "darwin" else peak / 1024
-
-if resource is not None:
-    if sys.platform.startswith("linux"):
-        with open("/proc/self/status") as fh:
-            vm = next(int(l.split()[1]) * 1024 for l in fh if l.startswith("VmSize:"))
-        resource.setrlimit(resource.RLIMIT_AS, (vm + headroom, vm + headroom))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+apply_limits(headroom, cpu)
 results = []
 for kind, path in calls:
     before, t0 = peak_mb(), time.process_time()
@@ -83,18 +63,9 @@ print(json.dumps(results))
 
 def _run(*calls, timeout=60):
     """Load each (kind, path) in one fresh subprocess; the list of outcomes."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     calls = [(kind, str(path)) for kind, path in calls]
-    try:
-        res = subprocess.run([sys.executable, "-c", _RUNNER, str(HEADROOM), str(CPU_SECONDS),
-                              json.dumps(calls)], capture_output=True, text=True,
-                             timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"loading {calls} did not finish within {timeout} s")
-    assert res.returncode == 0, (f"loader process died (status {res.returncode}: over the "
-                                 f"CPU or memory limit?)\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return run_limited(_RUNNER, json.dumps(calls), timeout=timeout,
+                       what=f"loading {calls}", who="loader")
 
 
 def _refused(path, *fragments, kind="load"):

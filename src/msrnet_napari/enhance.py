@@ -19,7 +19,14 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .checkpoint import Checkpoint
-from .intensity import IntensityDecision, PlaneIO, check_finite_output, decide, is_dask
+from .intensity import (
+    IntensityDecision,
+    IntensityOptions,
+    PlaneIO,
+    check_finite_output,
+    decide,
+    is_dask,
+)
 from .layout import resolve_layout
 from .models import resolve_model
 from .normalize import check_dtype
@@ -121,9 +128,8 @@ def enhance(
     tile, threads = _checked_engine_args(tile, threads)
     lazy = is_dask(array)
     data = array if lazy else _as_checked_array(array)
-    options = dict(rgb=rgb, channel_axis=channel_axis, bit_depth=bit_depth,
-                   intensity_range=intensity_range, exposure_gain=exposure_gain, offset=offset,
-                   gain=gain, dtype=dtype)
+    options = IntensityOptions(rgb, channel_axis, bit_depth, intensity_range, exposure_gain,
+                               offset, gain, dtype)
     if scaling is None:
         checkpoint, scaling = _decide(data, model, weights, options)
     else:
@@ -158,24 +164,27 @@ def scaling_for(
     pass it back as ``enhance(part, scaling=decision)`` to enhance parts alike.
     """
     data = array if is_dask(array) else _as_checked_array(array)
-    options = dict(rgb=rgb, channel_axis=channel_axis, bit_depth=bit_depth,
-                   intensity_range=intensity_range, exposure_gain=exposure_gain, offset=offset,
-                   gain=gain, dtype=dtype)
+    options = IntensityOptions(rgb, channel_axis, bit_depth, intensity_range, exposure_gain,
+                               offset, gain, dtype)
     return _decide(data, model, weights, options)[1]
 
 
-def _decide(data, model, weights, options) -> tuple[Checkpoint, IntensityDecision]:
-    layout = resolve_layout(tuple(data.shape), rgb=options["rgb"],
-                            channel_axis=options["channel_axis"])
+def _decide(data, model, weights, options: IntensityOptions,
+            photo_only: bool = False) -> tuple[Checkpoint, Optional[IntensityDecision]]:
+    """The model's checkpoint and its decision for ``data`` (None: ``photo_only`` and the
+    checkpoint's intensity model is not photo)."""
+    layout = resolve_layout(tuple(data.shape), rgb=options.rgb, channel_axis=options.channel_axis)
     label, checkpoint = resolve_model(model, weights, dtype=data.dtype, rgb=layout.rgb)
-    return checkpoint, decide(data, checkpoint, model=label, **options)
+    if photo_only and checkpoint.config.intensity != "photo":
+        return checkpoint, None
+    return checkpoint, decide(data, checkpoint, options, model=label)
 
 
 def _checkpoint_for(decision, model, weights, dtype, options) -> Checkpoint:
     """The checkpoint for an enhance() call that brings its own decision."""
     if not isinstance(decision, IntensityDecision):
         raise TypeError("scaling must be an IntensityDecision from scaling_for()")
-    given = sorted(k for k, v in options.items() if v is not None)
+    given = options.given()
     if given:
         raise ValueError(f"scaling= already holds the intensity decision; do not also pass "
                          f"{', '.join(given)}")
@@ -216,13 +225,11 @@ def exposure_gain_for(
     without exposure normalisation and for linear models). Prefer
     :func:`msrnet_napari.scaling_for`, whose decision covers every intensity model.
     """
+    options = IntensityOptions(rgb, channel_axis, bit_depth, intensity_range)
     data = array if is_dask(array) else _as_checked_array(array)
-    layout = resolve_layout(tuple(data.shape), rgb=rgb, channel_axis=channel_axis)
-    label, checkpoint = resolve_model(model, weights, dtype=data.dtype, rgb=layout.rgb)
-    if checkpoint.config.intensity != "photo":
+    _, decision = _decide(data, model, weights, options, photo_only=True)
+    if decision is None:
         return 1.0
-    decision = decide(data, checkpoint, model=label, rgb=rgb, channel_axis=channel_axis,
-                      bit_depth=bit_depth, intensity_range=intensity_range)
     return decision.photo.exposure_gain
 
 

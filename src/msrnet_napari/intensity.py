@@ -25,7 +25,7 @@ No torch, no napari.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Optional
 
 import numpy as np
@@ -93,26 +93,36 @@ class IntensityDecision:
         return resolve_layout(shape, rgb=self.rgb, channel_axis=self.channel_axis)
 
 
-def decide(
-    array: Any,
-    checkpoint: Checkpoint,
-    *,
-    model: str = "checkpoint",
-    rgb: Optional[bool] = None,
-    channel_axis: Optional[int] = None,
-    bit_depth: Optional[int] = None,
-    intensity_range: Optional[tuple[float, float]] = None,
-    exposure_gain: Optional[float] = None,
-    offset: Any = None,
-    gain: Optional[float] = None,
-    dtype: Any = None,
-) -> IntensityDecision:
+@dataclass(frozen=True)
+class IntensityOptions:
+    """The intensity keywords of :func:`msrnet_napari.enhance` / ``scaling_for``, bundled
+    once (None = not given; their meaning is documented on ``enhance``)."""
+
+    rgb: Optional[bool] = None
+    channel_axis: Optional[int] = None
+    bit_depth: Optional[int] = None
+    intensity_range: Optional[tuple[float, float]] = None
+    exposure_gain: Optional[float] = None
+    offset: Any = None
+    gain: Optional[float] = None
+    dtype: Any = None
+
+    def given(self) -> list[str]:
+        """The names of the options that were given (not None), sorted."""
+        return sorted(f.name for f in fields(self) if getattr(self, f.name) is not None)
+
+
+def decide(array: Any, checkpoint: Checkpoint, options: IntensityOptions, *,
+           model: str = "checkpoint") -> IntensityDecision:
     """Decide the intensity mapping of the whole ``array`` (numpy or dask) for ``checkpoint``
     (``model`` is only the label recorded in the decision).
 
     Raises ValueError with the reason for anything that cannot be enhanced.
-    The parameters are those of :func:`msrnet_napari.enhance`.
+    The options are those of :func:`msrnet_napari.enhance`.
     """
+    rgb, channel_axis, dtype = options.rgb, options.channel_axis, options.dtype
+    bit_depth, intensity_range = options.bit_depth, options.intensity_range
+    exposure_gain, offset, gain = options.exposure_gain, options.offset, options.gain
     check_dtype(array.dtype)
     layout = resolve_layout(tuple(array.shape), rgb=rgb, channel_axis=channel_axis)
     out_dtype = np.dtype(dtype) if dtype is not None else np.dtype(array.dtype)

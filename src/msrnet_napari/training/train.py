@@ -248,29 +248,42 @@ def val_gain(config, means: dict) -> float:
     return summary_gain(config, means["summaries"][space])
 
 
+def _predict(model, image, gain, device, amp=None) -> np.ndarray:
+    """The model's clipped output (HxWx3 float32) for one HxWx3 image, under autocast with
+    ``amp`` (a dtype) when given; call under ``torch.no_grad()``."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
+    if amp is not None:
+        with torch.autocast(device_type=device.type, dtype=amp):
+            y = model(x, gain)
+    else:
+        y = model(x, gain)
+    return y.float().clamp_(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+
+
+def _ssim_or_nan(reference, y) -> float:
+    from .metrics import ssim
+
+    try:
+        return ssim(reference, y)
+    except ImportError:  # scikit-image missing: PSNR only
+        return float("nan")
+
+
 def evaluate(model, val_set, device, amp=None) -> dict[str, Any]:
     """Mean PSNR/SSIM (clipped output) over the validation set, also per level."""
     import torch
 
-    from .metrics import psnr, ssim
+    from .metrics import psnr
 
     per_level: dict[int, list[tuple[float, float]]] = {}
     was_training = model.training
     model.eval()
     with torch.no_grad():
         for level, dark, bright, means in val_set:
-            x = torch.from_numpy(np.ascontiguousarray(dark.transpose(2, 0, 1)))[None].to(device)
-            gain = val_gain(model.config, means)
-            if amp is not None:
-                with torch.autocast(device_type=device.type, dtype=amp):
-                    y = model(x, gain)
-            else:
-                y = model(x, gain)
-            y = y.float().clamp_(0, 1)[0].permute(1, 2, 0).cpu().numpy()
-            try:
-                s = ssim(bright, y)
-            except ImportError:  # scikit-image missing: PSNR only
-                s = float("nan")
+            y = _predict(model, dark, val_gain(model.config, means), device, amp)
+            s = _ssim_or_nan(bright, y)
             per_level.setdefault(level, []).append((psnr(bright, y), s))
     model.train(was_training)
     levels = {str(k): [float(np.mean([a for a, _ in v])), float(np.mean([b for _, b in v]))]
@@ -308,24 +321,15 @@ def evaluate_pairs(model, pair_set, device, amp=None) -> dict[str, Any]:
     """Mean PSNR / SSIM / GT-mean PSNR (clipped output) over the held-out real pairs."""
     import torch
 
-    from .metrics import gt_mean_psnr, psnr, ssim
+    from .metrics import gt_mean_psnr, psnr
 
     rows = []
     was_training = model.training
     model.eval()
     with torch.no_grad():
         for _stem, low, high, gain in pair_set:
-            x = torch.from_numpy(np.ascontiguousarray(low.transpose(2, 0, 1)))[None].to(device)
-            if amp is not None:
-                with torch.autocast(device_type=device.type, dtype=amp):
-                    y = model(x, gain)
-            else:
-                y = model(x, gain)
-            y = y.float().clamp_(0, 1)[0].permute(1, 2, 0).cpu().numpy()
-            try:
-                s = ssim(high, y)
-            except ImportError:
-                s = float("nan")
+            y = _predict(model, low, gain, device, amp)
+            s = _ssim_or_nan(high, y)
             rows.append((psnr(high, y), s, gt_mean_psnr(high, y)))
     model.train(was_training)
     m = np.mean(rows, axis=0) if rows else [float("nan")] * 3

@@ -50,14 +50,12 @@ with its *content* is a :class:`CheckpointError` whose message contains the path
 
 from __future__ import annotations
 
-import errno
 import io
 import math
 import os
 import pickle
 import pickletools
 import re
-import stat
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -65,6 +63,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ._safe_open import open_regular
 from .config import (
     MAX_DEPTH,
     MAX_F1_WIDTH,
@@ -885,56 +884,10 @@ def _clip(exc: Any, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def file_kind(mode: int) -> str:
-    """'a FIFO', 'a directory', ... for a stat mode (for "not a regular file" errors)."""
-    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return kind
-    return "not a regular file"
-
-
-def dangling_symlink_error(path: str | os.PathLike[str]) -> FileNotFoundError | None:
-    """A FileNotFoundError that says so if ``path`` is a symlink to nothing, else None."""
-    try:
-        if not os.path.islink(path) or os.path.exists(path):
-            return None
-        target = os.readlink(path)
-    except (OSError, ValueError):
-        return None
-    return FileNotFoundError(errno.ENOENT, f"dangling symlink (it points to {target!r}, "
-                                           f"which does not exist)", os.fspath(path))
-
-
 def _open_regular(path: str) -> io.BufferedReader:
-    """Open ``path`` for reading, refusing anything but a regular file *before*
-    reading: O_NONBLOCK so that opening a FIFO cannot block, then fstat."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) \
-        | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        dangling = dangling_symlink_error(path)
-        if dangling is not None:
-            raise dangling from None
-        raise
-    except (IsADirectoryError, PermissionError):  # Windows cannot open a directory
-        if os.path.isdir(path):
-            raise CheckpointError(f"cannot load checkpoint {path}: it is a directory, not a "
-                                  f"regular file") from None
-        raise
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise CheckpointError(f"cannot load checkpoint {path}: it is {file_kind(mode)}, "
-                                  f"not a regular file")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    """Open ``path`` for reading, refusing anything but a regular file *before* reading."""
+    return open_regular(path, lambda kind: CheckpointError(
+        f"cannot load checkpoint {path}: it is {kind}, not a regular file"))
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:

@@ -42,14 +42,13 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from . import __version__
+from ._safe_open import dangling_symlink_error, file_kind
 from .image_files import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageMeta,
     MissingDependencyError,
     check_writable,
-    dangling_symlink_error,
-    file_kind,
     read_image,
     remove_partial_files,
     require_io,

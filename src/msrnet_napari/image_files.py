@@ -62,6 +62,8 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from ._safe_open import open_regular
+
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
@@ -192,54 +194,10 @@ def _clip(exc: Any, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def dangling_symlink_error(path: str | os.PathLike[str]) -> Optional[FileNotFoundError]:
-    """A FileNotFoundError that says so if ``path`` is a symlink to nothing, else None."""
-    try:
-        if not os.path.islink(path) or os.path.exists(path):
-            return None
-        target = os.readlink(path)
-    except (OSError, ValueError):
-        return None
-    return FileNotFoundError(errno.ENOENT, f"dangling symlink (it points to {target!r}, "
-                                           f"which does not exist)", os.fspath(path))
-
-
-def file_kind(mode: int) -> str:
-    """'a FIFO (named pipe)', 'a directory', ... for a stat mode."""
-    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return kind
-    return "not a regular file"
-
-
 def _open_regular(path: Path):
-    """Open for reading; anything but a regular file is refused before a byte is
-    read (O_NONBLOCK: opening a FIFO without a writer cannot block, then fstat)."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) \
-        | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        dangling = dangling_symlink_error(path)
-        if dangling is not None:
-            raise dangling from None
-        raise FileNotFoundError(errno.ENOENT, "no such file", str(path)) from None
-    except (IsADirectoryError, PermissionError):  # Windows cannot open a directory
-        if os.path.isdir(path):
-            raise ImageFileError(f"{path} is a directory, not a regular file") from None
-        raise
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise ImageFileError(f"{path} is {file_kind(mode)}, not a regular file")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    """Open for reading; anything but a regular file is refused before a byte is read."""
+    return open_regular(path, lambda kind: ImageFileError(
+        f"{path} is {kind}, not a regular file"), plain_missing=True)
 
 
 def _check_pixels(pixels: int, samples: int, max_pixels: int, what: str) -> None:

@@ -17,13 +17,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    dangling_symlink_error,
-    file_kind,
-    load_checkpoint,
-)
+from ._safe_open import dangling_symlink_error, file_kind
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 
 __all__ = [
     "DEFAULT_WEIGHTS",

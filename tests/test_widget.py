@@ -276,35 +276,47 @@ def test_widget_fills_big_stack_plane_by_plane(make_napari_viewer, qtbot, checkp
     assert widget.progress.value == widget.progress.max > 1
 
 
-@pytest.mark.gui
-def test_widget_cancel_keeps_finished_planes(make_napari_viewer, qtbot, checkpoint, notes,
-                                             monkeypatch):
+def _interrupted_fill(make_napari_viewer, qtbot, checkpoint, monkeypatch, planes, interrupt,
+                      hold_at=None):
+    """Fill a ``planes``-plane 64x64 uint8 "stack" whole-stack in tiles of 32 (4 per plane),
+    from plane 0; the result layer is there at once. Once the run reaches tile ``hold_at``
+    (None: the first), its worker thread waits while ``interrupt(viewer, widget)`` runs,
+    then the run ends. Returns (viewer, widget)."""
     from qtpy.QtCore import Qt
 
     monkeypatch.setattr(J, "FILL_THRESHOLD_BYTES", 0)
     viewer = make_napari_viewer()
-    viewer.add_image(np.full((5, 64, 64), 20, np.uint8), name="stack")
+    viewer.add_image(np.full((planes, 64, 64), 20, np.uint8), name="stack")
     widget = _open_widget(viewer)
     _use_checkpoint(widget, checkpoint)
-    widget.tile.value = 32  # 4 tiles per plane
+    widget.tile.value = 32
     widget.whole_stack.value = True
     viewer.dims.set_current_step(0, 0)  # napari starts in the middle of the stack
+    reached = threading.Event()
+    release = threading.Event()
 
-    second_plane = threading.Event()
-    clicked = threading.Event()
-
-    def hold(done, total):  # worker thread: stop mid-way through plane 3
-        if done == 9 and not second_plane.is_set():
-            second_plane.set()
-            clicked.wait(30)
+    def hold(done, total):  # worker thread
+        if (hold_at is None or done == hold_at) and not reached.is_set():
+            reached.set()
+            release.wait(30)
 
     widget._relay.progressed.connect(hold, type=Qt.DirectConnection)
     widget.run()
-    qtbot.waitUntil(second_plane.is_set, timeout=30_000)
-    widget.cancel_button.native.click()
-    clicked.set()
+    assert "stack (MSR-net)" in viewer.layers  # there at once
+    qtbot.waitUntil(reached.is_set, timeout=30_000)
+    interrupt(viewer, widget)
+    release.set()
     _wait(qtbot, widget)
+    return viewer, widget
 
+
+@pytest.mark.gui
+def test_widget_cancel_keeps_finished_planes(make_napari_viewer, qtbot, checkpoint, notes,
+                                             monkeypatch):
+    # the worker stops mid-way through plane 3; the cancel button is clicked meanwhile
+    viewer, widget = _interrupted_fill(
+        make_napari_viewer, qtbot, checkpoint, monkeypatch, 5,
+        lambda viewer, widget: widget.cancel_button.native.click(), hold_at=9)
     layer = viewer.layers["stack (MSR-net)"]  # kept, with the two finished planes
     assert layer.data[:2].mean() > 20 and not layer.data[2:].any()
     meta = layer.metadata["msrnet"]
@@ -316,30 +328,8 @@ def test_widget_cancel_keeps_finished_planes(make_napari_viewer, qtbot, checkpoi
 @pytest.mark.gui
 def test_widget_cancel_before_any_plane_leaves_no_layer(make_napari_viewer, qtbot, checkpoint,
                                                         notes, monkeypatch):
-    from qtpy.QtCore import Qt
-
-    monkeypatch.setattr(J, "FILL_THRESHOLD_BYTES", 0)
-    viewer = make_napari_viewer()
-    viewer.add_image(np.full((3, 64, 64), 20, np.uint8), name="stack")
-    widget = _open_widget(viewer)
-    _use_checkpoint(widget, checkpoint)
-    widget.tile.value = 32
-    widget.whole_stack.value = True
-    first = threading.Event()
-    clicked = threading.Event()
-
-    def hold(done, total):
-        if not first.is_set():
-            first.set()
-            clicked.wait(30)
-
-    widget._relay.progressed.connect(hold, type=Qt.DirectConnection)
-    widget.run()
-    assert "stack (MSR-net)" in viewer.layers  # there at once
-    qtbot.waitUntil(first.is_set, timeout=30_000)
-    widget.cancel()
-    clicked.set()
-    _wait(qtbot, widget)
+    viewer, widget = _interrupted_fill(make_napari_viewer, qtbot, checkpoint, monkeypatch, 3,
+                                       lambda viewer, widget: widget.cancel())
     assert [layer.name for layer in viewer.layers] == ["stack"]
     assert widget.status.value.startswith("cancelled: 0 of 3")
 
@@ -347,29 +337,9 @@ def test_widget_cancel_before_any_plane_leaves_no_layer(make_napari_viewer, qtbo
 @pytest.mark.gui
 def test_widget_removing_the_result_layer_stops_the_fill(make_napari_viewer, qtbot, checkpoint,
                                                          notes, monkeypatch):
-    from qtpy.QtCore import Qt
-
-    monkeypatch.setattr(J, "FILL_THRESHOLD_BYTES", 0)
-    viewer = make_napari_viewer()
-    viewer.add_image(np.full((6, 64, 64), 20, np.uint8), name="stack")
-    widget = _open_widget(viewer)
-    _use_checkpoint(widget, checkpoint)
-    widget.tile.value = 32
-    widget.whole_stack.value = True
-    first = threading.Event()
-    removed = threading.Event()
-
-    def hold(done, total):
-        if not first.is_set():
-            first.set()
-            removed.wait(30)
-
-    widget._relay.progressed.connect(hold, type=Qt.DirectConnection)
-    widget.run()
-    qtbot.waitUntil(first.is_set, timeout=30_000)
-    viewer.layers.remove("stack (MSR-net)")
-    removed.set()
-    _wait(qtbot, widget)
+    viewer, widget = _interrupted_fill(
+        make_napari_viewer, qtbot, checkpoint, monkeypatch, 6,
+        lambda viewer, widget: viewer.layers.remove("stack (MSR-net)"))
     assert [layer.name for layer in viewer.layers] == ["stack"]
     assert widget.status.value == "cancelled: the result layer was removed"
     assert notes["error"] == []

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -80,3 +84,14 @@ def random_weights(config: MSRNetConfig | None = None, seed: int = 0,
         for name in ("f1.fuse.bias", "f1.conv.bias", "f2.fuse.bias", "f3.bias"):
             weights[name][:] = 0
     return Checkpoint(config=config, weights=weights, metadata={}, source="<random>")
+
+
+def imported_in_fresh_process(modules, heavy) -> list[str]:
+    """Which of the ``heavy`` modules a fresh interpreter has imported after importing
+    ``modules`` (dotted names)."""
+    code = (f"import json, sys, {', '.join(modules)}; "
+            f"print(json.dumps([m for m in {tuple(heavy)!r} if m in sys.modules]))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])

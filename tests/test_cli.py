@@ -14,7 +14,6 @@ import shutil
 import signal
 import struct
 import subprocess
-import sys
 import zlib
 
 import numpy as np
@@ -24,7 +23,7 @@ from msrnet_napari import cli
 from msrnet_napari import image_files as imf
 from msrnet_napari.config import MSRNetConfig
 
-from conftest import random_weights
+from conftest import imported_in_fresh_process, random_weights
 
 imageio = pytest.importorskip("imageio.v3")
 tifffile = pytest.importorskip("tifffile")
@@ -626,10 +625,6 @@ def test_unsupported_and_incompatible(tmp_path):
 
 
 def test_modules_are_torch_and_napari_free():
-    code = ("import sys, msrnet_napari.cli, msrnet_napari.image_files; "
-            "bad = [m for m in ('torch', 'napari', 'qtpy', 'imageio', 'tifffile') "
-            "if m in sys.modules]; print(bad)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "[]"
+    assert imported_in_fresh_process(
+        ["msrnet_napari.cli", "msrnet_napari.image_files"],
+        ["torch", "napari", "qtpy", "imageio", "tifffile"]) == []

@@ -28,7 +28,7 @@ import pytest
 
 from msrnet_napari.config import MSRNetConfig
 
-from conftest import random_weights
+from conftest import imported_in_fresh_process, random_weights
 
 da = pytest.importorskip("dask.array")
 zarr = pytest.importorskip("zarr")
@@ -528,13 +528,9 @@ def test_cli_scheduler_address(cli_weights, tmp_path, capsys, monkeypatch):
 
 
 def test_lazy_io_imports_nothing_heavy():
-    code = ("import sys, msrnet_napari.lazy_io, msrnet_napari.cli; "
-            "print([m for m in ('torch', 'napari', 'qtpy', 'zarr', 'dask', 'tifffile') "
-            "if m in sys.modules])")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "[]"
+    assert imported_in_fresh_process(
+        ["msrnet_napari.lazy_io", "msrnet_napari.cli"],
+        ["torch", "napari", "qtpy", "zarr", "dask", "tifffile"]) == []
 
 
 def test_cli_usage_errors(tmp_path):

@@ -95,3 +95,36 @@ def imported_in_fresh_process(modules, heavy) -> list[str]:
                          timeout=120)
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def rng_image(shape, dtype, high=None, seed=0):
+    """A reproducible random image: floats in [0, high or 1), integers in 0..high (or the
+    dtype's maximum)."""
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind == "f":
+        return rng.random(shape, dtype=np.float32).astype(dtype) * (high or 1.0)
+    return rng.integers(0, (high or np.iinfo(dtype).max) + 1, size=shape).astype(dtype)
+
+
+def check_uint8_rgb_is_network(weights, network) -> np.ndarray:
+    """enhance() of a uint8 RGB image is ``network`` ([0,1] HxWx3 -> raw HxWx3, the same
+    weights) on its unit values, clipped and rounded back (within 1); the output."""
+    from msrnet_napari import enhance
+
+    img = rng_image((23, 31, 3), np.uint8)
+    out = enhance(img, weights=weights)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    expected = np.rint(np.clip(network(img / np.float32(255.0)), 0, 1) * 255)
+    assert np.abs(out.astype(int) - expected).max() <= 1
+    return out
+
+
+def check_gray_is_replicated_rgb(weights, network, atol) -> None:
+    """enhance() of a float gray image runs it as replicated RGB and averages the result."""
+    from msrnet_napari import enhance
+
+    img = rng_image((17, 12), np.float32)
+    out = enhance(img, weights=weights)
+    assert out.shape == img.shape and out.dtype == np.float32
+    expected = np.clip(network(np.repeat(img[..., None], 3, -1)).mean(-1), 0, 1)
+    np.testing.assert_allclose(out, expected, atol=atol)

@@ -13,7 +13,12 @@ from msrnet_napari.config import MSRNetConfig
 from msrnet_napari.engine import Engine
 from msrnet_napari.exposure import apply_exposure_gain, linear_to_srgb, srgb_to_linear
 
-from conftest import random_weights
+from conftest import (
+    check_gray_is_replicated_rgb,
+    check_uint8_rgb_is_network,
+    random_weights,
+    rng_image,
+)
 
 CONFIG = MSRNetConfig(depth=3, width=8)
 
@@ -31,28 +36,13 @@ def network(ckpt):
     return lambda unit_hwc: engine.run(np.ascontiguousarray(unit_hwc, np.float32))
 
 
-def rng_image(shape, dtype, high=None, seed=0):
-    rng = np.random.default_rng(seed)
-    if np.dtype(dtype).kind == "f":
-        return rng.random(shape, dtype=np.float32).astype(dtype) * (high or 1.0)
-    return rng.integers(0, (high or np.iinfo(dtype).max) + 1, size=shape).astype(dtype)
-
-
 def test_uint8_rgb_is_the_network_on_unit_values(ckpt, network):
-    img = rng_image((23, 31, 3), np.uint8)
-    out = enhance(img, weights=ckpt)
-    assert out.shape == img.shape and out.dtype == np.uint8
-    expected = np.rint(np.clip(network(img / np.float32(255.0)), 0, 1) * 255)
-    assert np.abs(out.astype(int) - expected).max() <= 1
+    out = check_uint8_rgb_is_network(ckpt, network)
     assert 0 < out.mean() < 255 and len(np.unique(out)) > 10  # not all clipped
 
 
 def test_gray_runs_as_replicated_rgb_and_averaged(ckpt, network):
-    img = rng_image((17, 12), np.float32)
-    out = enhance(img, weights=ckpt)
-    assert out.shape == img.shape and out.dtype == np.float32
-    expected = np.clip(network(np.repeat(img[..., None], 3, -1)).mean(-1), 0, 1)
-    np.testing.assert_allclose(out, expected, atol=1e-5)
+    check_gray_is_replicated_rgb(ckpt, network, atol=1e-5)
 
 
 def test_12bit_uint16_is_scaled_by_detected_depth(ckpt):

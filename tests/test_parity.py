@@ -22,7 +22,14 @@ from msrnet_napari.training.model import (  # noqa: E402
     save_checkpoint,
 )
 
-from conftest import make_model, numpy_weights, torch_forward  # noqa: E402
+from conftest import (  # noqa: E402
+    check_gray_is_replicated_rgb,
+    check_uint8_rgb_is_network,
+    make_model,
+    numpy_weights,
+    rng_image,
+    torch_forward,
+)
 
 TOL = 1e-4
 SMALL = MSRNetConfig(log_bases=(1.0, 50.0), depth=3, width=8, f1_width=5)
@@ -109,27 +116,12 @@ def reference(ckpt_path):
     return run
 
 
-def rng_image(shape, dtype, seed=0):
-    rng = np.random.default_rng(seed)
-    if np.dtype(dtype).kind == "f":
-        return rng.random(shape, dtype=np.float32).astype(dtype)
-    return rng.integers(0, np.iinfo(dtype).max + 1, size=shape).astype(dtype)
-
-
 def test_enhance_uint8_rgb_matches_reference(ckpt_path, reference):
-    img = rng_image((23, 31, 3), np.uint8)
-    out = enhance(img, weights=ckpt_path)
-    assert out.shape == img.shape and out.dtype == np.uint8
-    expected = np.rint(np.clip(reference(img / 255.0), 0, 1) * 255)
-    assert np.abs(out.astype(int) - expected).max() <= 1
+    check_uint8_rgb_is_network(ckpt_path, reference)
 
 
 def test_enhance_gray_runs_as_replicated_rgb_and_averaged(ckpt_path, reference):
-    img = rng_image((17, 12), np.float32)
-    out = enhance(img, weights=ckpt_path)
-    assert out.shape == img.shape and out.dtype == np.float32
-    expected = np.clip(reference(np.repeat(img[..., None], 3, -1)).mean(-1), 0, 1)
-    np.testing.assert_allclose(out, expected, atol=1e-4)
+    check_gray_is_replicated_rgb(ckpt_path, reference, atol=1e-4)
 
 
 @pytest.mark.parametrize("space", ["display", "linear"])

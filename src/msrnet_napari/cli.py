@@ -482,6 +482,14 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+def _file_failed(job: Job, exc: Exception, what: str = "") -> bool:
+    """Report an error that fails this file only (False); Ctrl-C (_Interrupted) goes on up."""
+    if isinstance(exc, _Interrupted):
+        raise exc
+    _err(f"{job.source}: {what}{_reason(exc)}")
+    return False
+
+
 def _process(job: Job, *, enhance: Callable[..., np.ndarray], cancelled: type,
              token: CancelToken, enhance_kwargs: dict, show: bool,
              max_pixels: int = DEFAULT_MAX_PIXELS) -> bool:
@@ -491,11 +499,8 @@ def _process(job: Job, *, enhance: Callable[..., np.ndarray], cancelled: type,
         check_writable(job.target, array.shape, array.dtype, meta)
     except MissingDependencyError as exc:
         raise _Fatal(str(exc)) from exc
-    except (KeyboardInterrupt, _Interrupted):
-        raise
     except Exception as exc:
-        _err(f"{job.source}: {_reason(exc)}")
-        return False
+        return _file_failed(job, exc)
     _check_interrupt(token)
     progress = _Progress(job.source.name, show)
     try:
@@ -505,21 +510,15 @@ def _process(job: Job, *, enhance: Callable[..., np.ndarray], cancelled: type,
         raise _Interrupted from exc
     except (FileNotFoundError, ImportError) as exc:  # no weights / no engine: all would fail
         raise _Fatal(_reason(exc)) from exc
-    except (KeyboardInterrupt, _Interrupted):
-        raise
     except Exception as exc:
-        _err(f"{job.source}: {_reason(exc)}")
-        return False
+        return _file_failed(job, exc)
     finally:
         progress.close()
     _check_interrupt(token)
     try:
         write_image(job.target, result, meta)
-    except (KeyboardInterrupt, _Interrupted):
-        raise
     except Exception as exc:
-        _err(f"{job.source}: cannot write {job.target}: {_reason(exc)}")
-        return False
+        return _file_failed(job, exc, f"cannot write {job.target}: ")
     return True
 
 

@@ -409,21 +409,18 @@ def _check_keys(keys: Any, what: str) -> Any:
     return keys
 
 
-_ALLOWED: dict[tuple[str, str], Any] = {
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("collections", "OrderedDict"): _make_ordered_dict,
-    ("torch", "Size"): _torch_size,
-    ("torch", "UntypedStorage"): _UNTYPED,
-    ("torch.storage", "UntypedStorage"): _UNTYPED,
-    ("_codecs", "encode"): _codecs_encode,
-    ("builtins", "set"): _make_set,
-    ("builtins", "frozenset"): _make_frozenset,
-    ("builtins", "complex"): _make_complex,
-}
+# (module, name) -> our stand-in, written module by module
+_ALLOWED: dict[tuple[str, str], Any] = {(module, name): fn for module, names in {
+    "torch._utils": dict(_rebuild_tensor=_rebuild_tensor, _rebuild_tensor_v2=_rebuild_tensor_v2,
+                         _rebuild_tensor_v3=_rebuild_tensor_v3,
+                         _rebuild_parameter=_rebuild_parameter,
+                         _rebuild_parameter_with_state=_rebuild_parameter),
+    "collections": dict(OrderedDict=_make_ordered_dict),
+    "torch": dict(Size=_torch_size, UntypedStorage=_UNTYPED),
+    "torch.storage": dict(UntypedStorage=_UNTYPED),
+    "_codecs": dict(encode=_codecs_encode),
+    "builtins": {"set": _make_set, "frozenset": _make_frozenset, "complex": _make_complex},
+}.items() for name, fn in names.items()}
 
 
 class _Call(_Sealed):

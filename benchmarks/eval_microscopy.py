@@ -131,11 +131,17 @@ def m_clahe(x, _p):
 
 
 def m_ours(model):
+    """The counts go in as uint16, as a camera writes them. The microscopy model returns
+    float32 in the same units (``dtype=np.float32``: rounding to whole counts would cost
+    precision at a few photons, and the baselines' outputs are not rounded either); the
+    photo model returns uint16, its only sensible output for such data."""
     def run(x, _p):
         import msrnet_napari
 
-        return msrnet_napari.enhance(x.astype(np.uint16) if x.max() < 65536 else x,
-                                     model=model, rgb=False).astype(np.float64)
+        counts = x.astype(np.uint16) if x.max() < 65536 else x
+        dtype = np.float32 if model == "microscopy" else None
+        return msrnet_napari.enhance(counts, model=model, rgb=False,
+                                     dtype=dtype).astype(np.float64)
     return run
 
 

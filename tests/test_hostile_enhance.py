@@ -137,3 +137,13 @@ def test_scaling_for_refuses_a_foreign_decision():
     d = scaling_for(np.zeros((16, 16), np.uint8), weights=CKPT)
     with pytest.raises(ValueError, match="already holds"):
         enhance(np.zeros((16, 16), np.uint8), weights=CKPT, scaling=d, bit_depth=8)
+
+
+def test_thin_images_do_not_pay_for_a_thread_team():  # "Also" of issue 15
+    from msrnet_napari.enhance import _threads_for
+
+    assert _threads_for(1, 2000, 256, 2) == 1  # a 1 x 2000 image: one row per tile
+    assert _threads_for(4, 4096, 256, 8) == 1
+    assert _threads_for(40, 40, 256, 2) == 1  # a tiny image
+    assert _threads_for(256, 2048, 256, 2) == 2  # real tiles keep the requested team
+    assert _threads_for(2048, 2048, 256, 0) == 0  # 0 = all cores, unchanged

@@ -294,7 +294,8 @@ def _enhance_planes(data: np.ndarray, decision: IntensityDecision, engine, *,
                 raise Cancelled("enhancement cancelled")
             try:
                 result = engine.run(io.to_network(i, plane[in0:in1]), tile=tile,
-                                    threads=threads, progress=report.callback())
+                                    threads=_threads_for(in1 - in0, width, tile, threads),
+                                    progress=report.callback())
             except Cancelled:
                 report.raise_callback_error()  # the callback's own error, not "cancelled"
                 raise
@@ -304,6 +305,20 @@ def _enhance_planes(data: np.ndarray, decision: IntensityDecision, engine, *,
             io.write(i, result, plane[out0:out1], out[i, out0:out1])
     result = layout.from_planes(out)
     return np.moveaxis(result, 0, -1) if work is not data else result
+
+
+#: below this many pixels per tile a thread team costs more than it gives (the engine
+#: splits each tile's rows between threads: a 1-row tile leaves all but one thread idle
+#: at every layer's barrier, which on a loaded machine made a 1 x 2000 image 150x slower)
+MIN_PIXELS_PER_THREAD = 64 * 64
+
+
+def _threads_for(rows: int, width: int, tile: int, threads: int) -> int:
+    """The thread count for one band: 1 when its tiles are too small to share."""
+    tile_pixels = min(rows, tile) * min(width, tile)
+    if tile_pixels < 2 * MIN_PIXELS_PER_THREAD or min(rows, tile) < 8:
+        return 1
+    return threads
 
 
 class _JobProgress:

@@ -71,3 +71,15 @@ def test_repaired_wheel_is_manylinux_and_loads_its_bundled_libraries():
     maps = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     gomp = {line.split()[-1] for line in maps.splitlines() if "libgomp" in line}
     assert all(path.startswith(str(libs)) for path in gomp), (gomp, bundled)
+
+
+def test_both_bundled_models_their_cards_and_the_real_sample_are_installed():
+    from msrnet_napari.models import available_models, model_info
+
+    assert available_models() == ["photo", "microscopy"]
+    micro = model_info("microscopy")
+    assert micro.card_path.is_file() and micro.path.parent == PACKAGE / "weights"
+    ckpt = resolve_weights(micro.path)
+    assert ckpt.config.intensity == "linear" and ckpt.metadata["step"] > 1000
+    assert (PACKAGE / "samples" / "bbbc022_u2os.npz").is_file()
+    assert (PACKAGE / "samples" / "bbbc022_LICENSE.txt").is_file()

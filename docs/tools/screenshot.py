@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", help="checkpoint to use instead of the bundled default")
     parser.add_argument("--random", action="store_true", help="use random untrained weights")
     parser.add_argument("--sample", default="dark_photo",
-                        choices=["dark_photo", "dark_coffee", "dim_fluorescence"])
+                        choices=["dark_photo", "dark_coffee", "dim_fluorescence", "u2os_cells"])
     parser.add_argument("--size", default="1600x760", help="window size WxH")
     args = parser.parse_args(argv)
 
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     from qtpy.QtWidgets import QApplication
 
     from msrnet_napari import _sample_data
-    from msrnet_napari._widget import CHECKPOINT_WEIGHTS, DEFAULT_WEIGHTS, MSRNetWidget
+    from msrnet_napari._widget import MSRNetWidget
+    from msrnet_napari.widget_jobs import MODEL_AUTO, MODEL_CHECKPOINT
 
     tmp = Path(tempfile.mkdtemp(prefix="msrnet-shot-"))
     weights, caption = _pick_weights(args, tmp)
@@ -85,10 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         viewer.window.add_dock_widget(widget, name="MSR-net enhance", area="right")
     widget.image_layer.value = layer
     if weights is None:
-        widget.weights.value = DEFAULT_WEIGHTS
+        widget.model.value = MODEL_AUTO  # the bundled model the data calls for
     else:
-        widget.weights.value = CHECKPOINT_WEIGHTS
+        widget.model.value = MODEL_CHECKPOINT
         widget.checkpoint.value = weights
+    widget.preview()  # show the intensity decision in the widget
     widget.tile.value = 128
 
     app = QApplication.instance()

@@ -20,9 +20,11 @@ import numpy as np
 
 from .checkpoint import Checkpoint
 from .intensity import (
+    BAND_PIXELS,
     IntensityDecision,
     IntensityOptions,
     PlaneIO,
+    check_finite,
     check_finite_output,
     decide,
     is_dask,
@@ -236,13 +238,12 @@ def exposure_gain_for(
 def _as_checked_array(array: Any) -> np.ndarray:
     data = np.asarray(array)
     check_dtype(data.dtype)
-    if data.size and data.dtype.kind == "f" and not np.isfinite(data).all():
-        raise ValueError("image contains NaN or infinite values; replace them before enhancing")
+    check_finite(data)
     return data
 
 
-BAND_TILES = 8  # at most this many rows of tiles go to the engine at once (see _bands)
-BAND_PIXELS = 2 << 20  # ... and at most about this many pixels (24 MiB as float32 RGB)
+BAND_TILES = 8  # at most this many rows of tiles go to the engine at once (see _bands),
+# and at most about BAND_PIXELS pixels (intensity.BAND_PIXELS, shared with the statistics)
 
 
 def _bands(height: int, width: int, tile: int, halo: int) -> list[tuple[int, int, int, int]]:

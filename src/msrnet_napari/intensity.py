@@ -40,12 +40,13 @@ from .exposure import (
     summary_statistic,
 )
 from .layout import Layout, resolve_layout
-from .linear_intensity import ChannelMapping, LinearMapping, cast_to, decide_channel, strided_sample
+from .linear_intensity import ChannelMapping, LinearMapping, decide_channel, strided_sample
 from .normalize import Scaling, check_dtype, choose_scaling, from_unit, to_unit
 
 __all__ = ["IntensityDecision", "PhotoMapping", "decide", "is_dask", "BAND_PIXELS"]
 
-BAND_PIXELS = 2 << 20  # pixels per block of a statistics pass (24 MiB as float32 RGB)
+BAND_PIXELS = 2 << 20  # pixels per band of rows, for the engine and statistics (24 MiB float32 RGB)
+NON_FINITE_INPUT = "image contains NaN or infinite values; replace them before enhancing"
 
 
 def is_dask(array: Any) -> bool:
@@ -203,51 +204,35 @@ def _extremes(array) -> tuple[float, float]:
     else:
         lo, hi = float(np.min(array)), float(np.max(array))
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError("image contains NaN or infinite values; replace them before enhancing")
+        raise ValueError(NON_FINITE_INPUT)
     return lo, hi
+
+
+def _per_block(array, layout: Layout, fn):
+    """``fn`` of every block of the colour channels of the whole array: numpy in bands of
+    rows of each plane, dask per chunk. The statistics passes of both use this."""
+    colour = array[..., :3] if layout.rgb else array
+    if is_dask(colour):
+        import dask
+
+        return dask.compute(*[dask.delayed(fn)(b) for b in colour.to_delayed().ravel()])
+    planes = layout.to_planes(np.asarray(array))
+    rows = max(1, BAND_PIXELS // max(1, layout.plane_shape[1]))
+    return [fn(plane[r:r + rows][..., :3] if layout.rgb else plane[r:r + rows])
+            for plane in planes for r in range(0, plane.shape[0], rows)]
 
 
 def _exposure_sums(array, layout: Layout, scaling: Scaling, space: str, summary: bool = False):
     """(sum, count) of the exposure statistic over the colour channels of the whole
-    array: the same per-block statistic for numpy (bands of rows) and dask (blocks).
-    With ``summary``: the :class:`~msrnet_napari.exposure.ExposureSummary` of the whole
-    array instead (histogram sums add up over any blocks, so numpy and dask agree)."""
-    colour = array[..., :3] if layout.rgb else array
+    array, summed over blocks (numpy bands or dask chunks alike). With ``summary``: the
+    :class:`~msrnet_napari.exposure.ExposureSummary` of the whole array instead
+    (histogram sums add up over any blocks, so numpy and dask agree)."""
     if summary:
-        def summ(block: np.ndarray) -> ExposureSummary:
-            return exposure_summary(to_unit(block, scaling), space)
-
-        if is_dask(colour):
-            import dask
-
-            blocks = colour.to_delayed().ravel()
-            return ExposureSummary.combine(dask.compute(*[dask.delayed(summ)(b) for b in blocks]))
-        planes = layout.to_planes(np.asarray(array))
-        rows = max(1, BAND_PIXELS // max(1, layout.plane_shape[1]))
-        return ExposureSummary.combine(summ(plane[r:r + rows][..., :3] if layout.rgb
-                                            else plane[r:r + rows])
-                                       for plane in planes for r in range(0, plane.shape[0], rows))
-
-    def stat(block: np.ndarray) -> tuple[float, int]:
-        return exposure_statistic(to_unit(block, scaling), space)
-
-    if is_dask(colour):
-        def block_stat(block: np.ndarray) -> np.ndarray:
-            return np.array(stat(block), np.float64).reshape((1,) * block.ndim + (2,))
-
-        parts = colour.map_blocks(block_stat, dtype=np.float64, new_axis=colour.ndim,
-                                  chunks=(1,) * colour.ndim + (2,)).compute()
-        total, count = parts.reshape(-1, 2).sum(axis=0)
-        return float(total), int(count)
-    planes = layout.to_planes(np.asarray(array))
-    rows = max(1, BAND_PIXELS // max(1, layout.plane_shape[1]))
-    total, count = 0.0, 0
-    for plane in planes:
-        for r in range(0, plane.shape[0], rows):
-            block = plane[r:r + rows]
-            s, n = stat(block[..., :3] if layout.rgb else block)
-            total, count = total + s, count + n
-    return total, count
+        return ExposureSummary.combine(_per_block(
+            array, layout, lambda block: exposure_summary(to_unit(block, scaling), space)))
+    parts = _per_block(array, layout,
+                       lambda block: exposure_statistic(to_unit(block, scaling), space))
+    return float(sum(s for s, _ in parts)), int(sum(n for _, n in parts))
 
 
 def _positive(name: str, value: Any) -> float:
@@ -286,8 +271,7 @@ def _linear_mapping(array, decision: IntensityDecision, *, offset, gain, intensi
         nd = view.ndim
         sample = strided_sample(view, (nd - 2, nd - 1))
         sample = np.asarray(sample.compute() if is_dask(sample) else sample)
-        if sample.dtype.kind == "f" and not np.isfinite(sample).all():
-            raise ValueError("image contains NaN or infinite values; replace them before enhancing")
+        check_finite(sample)
         channels.append(decide_channel(sample, integer=integer, dark=dark))
     return LinearMapping(tuple(channels), gain=1.0 if gain is None else _positive("gain", gain))
 
@@ -364,6 +348,12 @@ class PlaneIO:
                                                  len(self.decision.linear.channels) - 1)]
 
 
+def check_finite(data: np.ndarray) -> None:
+    """ValueError for float input data holding NaN or infinite values."""
+    if data.size and data.dtype.kind == "f" and not np.isfinite(data).all():
+        raise ValueError(NON_FINITE_INPUT)
+
+
 def check_finite_output(result: np.ndarray) -> None:
     if not np.isfinite(result).all():
         raise FloatingPointError(
@@ -371,4 +361,4 @@ def check_finite_output(result: np.ndarray) -> None:
             "(e.g. a diverged training run)")
 
 
-__all__ += ["PlaneIO", "check_finite_output", "cast_to"]
+__all__ += ["PlaneIO", "check_finite_output", "check_finite"]

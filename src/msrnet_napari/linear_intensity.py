@@ -36,6 +36,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .normalize import cast_to
+
 __all__ = [
     "PEDESTAL", "SPAN", "UPPER_CLIP", "half_sample_mode", "REFERENCE_PERCENTILE", "SAMPLE_PIXELS",
     "ChannelMapping", "LinearMapping", "decide_channel", "estimate_dark_level",
@@ -77,18 +79,11 @@ class ChannelMapping:
         np.clip(u, LOWER_CLIP, UPPER_CLIP, out=u)
         return u.astype(np.float32, copy=False)
 
-    def from_network(self, u: np.ndarray, dtype: np.dtype, gain: float = 1.0) -> np.ndarray:
-        """Network output -> values of ``dtype`` (rounded and clipped to its range for ints)."""
-        dtype = np.dtype(dtype)
-        out = np.asarray(u, dtype=np.float64) - PEDESTAL
-        out *= self.scale * gain / SPAN
-        out += self.dark
-        return cast_to(out, dtype)
-
     def restore(self, u: np.ndarray, raw: np.ndarray, dtype: np.dtype, gain: float = 1.0
                 ) -> np.ndarray:
-        """:meth:`from_network`, with pixels above the network's range passed through:
-        for them the result is ``dark + gain * (raw - dark)``."""
+        """Network output ``u`` -> values of ``dtype``: ``dark + gain * scale * (u - PEDESTAL)
+        / SPAN`` (ints rounded and clipped to the dtype's range), except for pixels above
+        the network's input range, passed through as ``dark + gain * (raw - dark)``."""
         out = np.asarray(u, dtype=np.float64) - PEDESTAL
         out *= self.scale / SPAN
         bright = np.asarray(raw, dtype=np.float64) - self.dark
@@ -98,26 +93,6 @@ class ChannelMapping:
         out *= gain
         out += self.dark
         return cast_to(out, dtype)
-
-
-def cast_to(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """float64 ``values`` -> ``dtype``: integers rounded and clipped to the dtype's range
-    (in float64, so the white level never wraps), floats unchanged."""
-    dtype = np.dtype(dtype)
-    if dtype.kind not in "ui":
-        return values.astype(dtype, copy=False)
-    info = np.iinfo(dtype)
-    np.rint(values, out=values)
-    if info.bits < 64:
-        np.clip(values, info.min, info.max, out=values)
-        return values.astype(dtype, copy=False)
-    # float64 cannot hold 2**63 - 1 or 2**64 - 1: the ends are set exactly, after the cast
-    top, bottom = values >= float(info.max), values <= float(info.min)
-    np.clip(values, np.nextafter(float(info.min), 0.0), np.nextafter(float(info.max), 0.0),
-            out=values)
-    out = values.astype(dtype)
-    out[top], out[bottom] = info.max, info.min
-    return out
 
 
 @dataclass(frozen=True)

@@ -129,8 +129,6 @@ def to_unit(data: np.ndarray, scaling: Scaling) -> np.ndarray:
 
 def from_unit(unit: np.ndarray, scaling: Scaling, dtype: np.dtype) -> np.ndarray:
     """Map network output back to stored values of ``dtype`` (clipped, rounded for ints)."""
-    from .linear_intensity import cast_to
-
     dtype = np.dtype(dtype)
     # float64 for >= 32-bit integers: float32 rounds 2**32 - 1 up to 2**32, which wraps to 0
     work = np.float64 if dtype.itemsize >= 4 and (dtype.kind in "ui" or dtype.itemsize > 4) \
@@ -141,3 +139,23 @@ def from_unit(unit: np.ndarray, scaling: Scaling, dtype: np.dtype) -> np.ndarray
     if dtype.kind in "ui":
         return cast_to(out.astype(np.float64, copy=False), dtype)
     return out.astype(dtype, copy=False)
+
+
+def cast_to(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """float64 ``values`` -> ``dtype``: integers rounded and clipped to the dtype's range
+    (in float64, so the white level never wraps), floats unchanged."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "ui":
+        return values.astype(dtype, copy=False)
+    info = np.iinfo(dtype)
+    np.rint(values, out=values)
+    if info.bits < 64:
+        np.clip(values, info.min, info.max, out=values)
+        return values.astype(dtype, copy=False)
+    # float64 cannot hold 2**63 - 1 or 2**64 - 1: the ends are set exactly, after the cast
+    top, bottom = values >= float(info.max), values <= float(info.min)
+    np.clip(values, np.nextafter(float(info.min), 0.0), np.nextafter(float(info.max), 0.0),
+            out=values)
+    out = values.astype(dtype)
+    out[top], out[bottom] = info.max, info.min
+    return out

@@ -5,6 +5,8 @@
 # evaluation.
 #
 #   bash scripts/train_photo_v2.sh [SECONDS]        (default 2400; writes runs/photo_v2/)
+#   OUT=runs/x INIT=candidates/photo_v2_swa.pt THREADS=1 LR=1e-4 bash scripts/train_photo_v2.sh 5400
+#                                                   (continue from a candidate)
 #
 # Data (never copied into the repository; ../shared/data/README.md):
 #   --pairs  ../shared/data/lol_train            300 real LOL pairs (low/ WebP, high/ JPEG);
@@ -51,20 +53,24 @@ cd "$(dirname "$0")/.."
 SECONDS_LIMIT="${1:-2400}"
 PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
-OUT=runs/photo_v2
+OUT="${OUT:-runs/photo_v2}"
+INIT="${INIT:-src/msrnet_napari/weights/msrnet_default.pt}"
+THREADS="${THREADS:-2}"
+LR="${LR:-2e-4}"
+SEED="${SEED:-11}"
 DATA=../shared/data
 mkdir -p "$OUT"
 "$PY" -m msrnet_napari.training.train \
   --pairs "$DATA/lol_train" --pair-val 30 --pair-splits "$OUT/pair_splits.json" --p-real 0.5 \
   --images "$DATA/photos/bsds" --images "$DATA/photos/sun_hays80" --val-images 12 \
-  --out "$OUT" --init src/msrnet_napari/weights/msrnet_default.pt \
+  --out "$OUT" --init "$INIT" \
   --exposure-space linear --exposure-target 0.215 \
   --exposure-statistic robust --exposure-trim 0.02 \
   --max-gain-rule quantisation --black-step 0.20 \
   --gain-from image --context-pixels 1024 --degrade sensor \
-  --batch 64 --crop 48 --lr 2e-4 --schedule cosine --warmup 50 --min-lr-frac 0.05 \
+  --batch 64 --crop 48 --lr "$LR" --schedule cosine --warmup 50 --min-lr-frac 0.05 \
   --clip-grad 1.0 --time-limit "$SECONDS_LIMIT" --val-every 100000 --val-every-s 480 \
-  --val-size 256 --log-every 20 --threads 2 --seed 11 --keep-val-checkpoints \
+  --val-size 256 --log-every 20 --threads "$THREADS" --seed "$SEED" --keep-val-checkpoints \
   2>&1 | tee "$OUT/train_log.txt"
 # the selection rule: the average of the last 4 validation checkpoints
 # shellcheck disable=SC2046

@@ -132,6 +132,8 @@ def load(root: str | Path, photos: Optional[str | Path] = None, max_photos: int 
 @dataclass(frozen=True)
 class SensorParams:
     peak_photons: tuple[float, float] = (2.0, 3000.0)  # log-uniform
+    p_low: float = 0.0  # share of exposures drawn from low_photons instead
+    low_photons: tuple[float, float] = (2.0, 30.0)  # log-uniform
     background: tuple[float, float] = (0.0, 0.05)  # uniform, fraction of peak
     adu_per_electron: tuple[float, float] = (0.3, 5.0)  # log-uniform
     read_electrons: tuple[float, float] = (0.5, 6.0)  # uniform
@@ -183,7 +185,9 @@ def synthetic_pair(clean_image: np.ndarray, crop: int, rng: np.random.Generator,
     ctx = clean_image.ravel()[ctx_idx].astype(np.float64)
     if not center and rng.random() < params.p_spots:
         c = c + _spots(c.shape, rng)
-    peak = _logu(rng, *params.peak_photons) if peak is None else peak
+    if peak is None:
+        low = params.p_low > 0 and rng.random() < params.p_low
+        peak = _logu(rng, *(params.low_photons if low else params.peak_photons))
     kw = dict(peak=peak, bg=peak * rng.uniform(*params.background),
               adu=_logu(rng, *params.adu_per_electron), read=rng.uniform(*params.read_electrons),
               offset=rng.uniform(*params.offset), bits=int(rng.choice([12, 16])))

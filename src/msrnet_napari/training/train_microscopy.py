@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-every-s", type=float, default=600.0)
     p.add_argument("--val-size", type=int, default=192)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--low-photon-share", type=float, default=0.0,
+                   help="share of synthetic exposures drawn log-uniform in 2-30 photons at the "
+                        "peak instead of 2-3000 (more practice at the noisiest levels)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50)
     return p
@@ -86,7 +89,9 @@ class Trainer:
         data = md.load(a.data, a.photos)
         print(f"data: {len(data.train_clean)} clean + {len(data.train_real)} real train, "
               f"{len(data.val_clean)} clean + {len(data.val_real)} real val", flush=True)
-        self.sampler = md.BatchSampler(data, a.crop, seed=a.seed, p_real=a.p_real)
+        params = md.SensorParams(p_low=a.low_photon_share)
+        self.sampler = md.BatchSampler(data, a.crop, seed=a.seed, p_real=a.p_real,
+                                       params=params)
         self.val_set = md.validation_set(data, a.val_size)
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)

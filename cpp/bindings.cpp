@@ -13,6 +13,7 @@
 #include <cctype>
 #include <climits>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <type_traits>
@@ -236,18 +237,36 @@ PYBIND11_MODULE(_core, m) {
         .def(py::init<const py::dict&, const py::dict&>(), py::arg("config"), py::arg("weights"))
         .def(
             "run",
-            [](PyCpuEngine& self, const py::array& image, int tile, int threads,
+            [](PyCpuEngine& self, const py::array& image, std::optional<int> tile, int threads,
                const py::object& progress) {
-                return run_image(image, tile, threads, progress,
+                return run_image(image, tile.value_or(self.engine->default_tile()), threads, progress,
                                  [&](const float* in, float* out, int H, int W, int t, int th,
                                      const ProgressFn& cb) {
                                      self.engine->run(in, out, H, W, t, th, cb);
                                  });
             },
-            py::arg("image"), py::arg("tile") = 256, py::arg("threads") = 0,
+            py::arg("image"), py::arg("tile") = py::none(), py::arg("threads") = 0,
             py::arg("progress") = py::none())
         .def_property_readonly("receptive_radius",
-                               [](const PyCpuEngine& self) { return self.spec.receptive_radius(); });
+                               [](const PyCpuEngine& self) { return self.spec.receptive_radius(); })
+        .def_property_readonly(
+            "default_tile", [](const PyCpuEngine& self) { return self.engine->default_tile(); },
+            "Tile edge that fits one thread's workspace in its share of the cache")
+        .def(
+            "plan",
+            [](const PyCpuEngine& self, int height, int width, std::optional<int> tile_arg,
+               int threads) {
+                const int tile = tile_arg.value_or(self.engine->default_tile());
+                if (height < 0 || width < 0) throw py::value_error("image size must be >= 0");
+                if (tile < 1) throw py::value_error("tile must be >= 1");
+                if (threads < 0 || threads > kMaxThreads)
+                    throw py::value_error("threads must lie in 0.." + std::to_string(kMaxThreads));
+                const RunPlan p = plan_run(height, width, tile, threads > 0 ? threads : cpu_count(),
+                                           self.spec.receptive_radius(), cpu_count());
+                return py::make_tuple(p.tile, p.tiles, p.threads);
+            },
+            py::arg("height"), py::arg("width"), py::arg("tile") = py::none(), py::arg("threads") = 0,
+            "(tile, tiles, threads) that run() uses for an image of this size");
 
 #ifdef MSRNET_WITH_CUDA
     m.attr("has_cuda") = true;

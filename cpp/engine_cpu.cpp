@@ -13,20 +13,33 @@
 // itself, so tiled output equals untiled output.  (Only float rounding may
 // differ, by ~1e-7: the Winograd tile grid starts at each layer's rectangle.)
 //
-// Per tile the engine holds: the f1 fusion map F (f1_width channels), X1 (3
-// channels in 8 slots), two ping-pong maps for H_m (width rounded up to 8), and
-// the f2 fusion accumulator for the tile (3 floats / pixel); H_1..H_K are folded
-// into that accumulator as soon as they are computed, never stored together.
-// Scratch buffers only grow, so they are reused across tiles and runs.
+// Per tile a thread holds (its Workspace): the f1 fusion map F (f1_width
+// channels), X1 (3 channels in 8 slots), two ping-pong maps for H_m (width
+// rounded up to 8), and the f2 fusion accumulator for the tile (3 floats /
+// pixel); H_1..H_K are folded into that accumulator as soon as they are
+// computed, never stored together.  Workspaces only grow, so they are reused
+// across tiles and runs; memory is threads x one tile's workspace.  How threads
+// share the tiles, and how the tile and thread count are chosen: "work split"
+// below.  MSRNET_PROFILE=1 prints seconds per layer/stage of each run to stderr
+// (benchmarks/profile_engine.py).
 #include "engine_cpu.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <fstream>
 #include <mutex>
 #include <string>
 #include <vector>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
 
 #include "kernels.h"
 #include "msrnet/tiling.h"
@@ -83,13 +96,40 @@ int winograd_tile() {
     return v == "0" ? 0 : v == "2" ? 2 : 4;
 }
 
+int hardware_threads() {
+#ifdef _OPENMP
+    return std::max(1, omp_get_num_procs());
+#else
+    return 1;
+#endif
+}
+
 int resolve_threads(int threads) {
 #ifdef _OPENMP
-    return threads > 0 ? threads : std::max(1, omp_get_num_procs());
+    return threads > 0 ? threads : hardware_threads();
 #else
     (void)threads;
     return 1;
 #endif
+}
+
+double now_s() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Profile stages of forward_tile (MSRNET_PROFILE=1 prints them per run to stderr);
+// the kernels' own slots (kernels::ProfSlot) follow kStageKernels.
+enum Stage { kStageSetup, kStageF1, kStageF1Conv, kStageConv0, kStageConvs, kStageF3, kStageKernels };
+constexpr int kStages = kStageKernels + kernels::kProfSlots;
+const char* const kStageNames[kStages] = {
+    "setup (maps, border zeroing)", "f1 (logs + 1x1 fuse)", "f1.conv (direct 3x3, f1_width->3)",
+    "f2 conv 0 (direct 3->width, +fuse)", "f2 convs 1..K-1 (Winograd, +fuse)", "f3 (+X1 - fuse)",
+    "  kernel: direct 3x3 (+fuse)", "  kernel: Winograd input transform", "  kernel: Winograd GEMMs",
+    "  kernel: Winograd output transform", "  kernel: 1x1 fuse accumulation"};
+
+bool profiling() {
+    const char* env = std::getenv("MSRNET_PROFILE");
+    return env && *env && std::string(env) != "0";
 }
 
 // --------------------------------------------------------------- weight packing
@@ -169,6 +209,13 @@ MapView make_map(std::vector<float>& storage, int h, int w, int cp) {
 
 const char* simd_level() { return select_kernels().name; }
 
+// One thread's buffers for one tile at a time (see the header comment): reused
+// across tiles and runs, grown to the largest tile seen, never shared.
+struct Workspace {
+    std::vector<float> buf_f, buf_x1, buf_a, buf_b, acc, f1_scratch, conv_scratch;
+    double prof[kStages] = {};  // seconds per Stage (MSRNET_PROFILE=1 only)
+};
+
 struct CpuEngine::Impl {
     ModelSpec spec;
     const kernels::KernelTable* k = nullptr;
@@ -186,11 +233,11 @@ struct CpuEngine::Impl {
     // f3
     std::vector<float> f3_w, f3_b;
 
-    // scratch, reused across tiles
-    std::vector<float> buf_f, buf_x1, buf_a, buf_b, acc;
-    std::mutex mutex;
+    std::vector<Workspace> workspaces;  // one per thread of the last run (threads x tile)
+    std::mutex mutex;                   // one run at a time
 
-    void forward_tile(const float* in, float* out, int H, int W, const Tile& tile, int threads);
+    void forward_tile(const float* in, float* out, int H, int W, const Tile& tile,
+                      Workspace& ws, bool profile) const;
 };
 
 CpuEngine::CpuEngine(const ModelSpec& spec, const Weights& w) : impl_(new Impl) {
@@ -232,54 +279,64 @@ CpuEngine::~CpuEngine() = default;
 int CpuEngine::receptive_radius() const { return impl_->spec.receptive_radius(); }
 
 void CpuEngine::Impl::forward_tile(const float* in, float* out, int H, int W, const Tile& tile,
-                                   int threads) {
+                                   Workspace& ws, bool profile) const {
     const int R = spec.receptive_radius(), n = spec.n_scales(), f = spec.f1_width;
     const Rect o = tile.out, g = tile.region;  // image coordinates; g = o grown by R, clipped
     const int hr = g.height(), wr = g.width();
     // Rectangle of 3x3 conv number l (1..R), in region coordinates.
     auto conv_rect = [&](int l) { return shift(grow_clip(o, R - l, H, W), g.y0, g.x0); };
+    double* prof = profile ? ws.prof : nullptr;
+    double t = profile ? now_s() : 0.0;
+    auto lap = [&](int stage) {
+        if (!profile) return;
+        const double t1 = now_s();
+        prof[stage] += t1 - t;
+        t = t1;
+    };
 
-    const MapView F = make_map(buf_f, hr, wr, f);
-    const MapView X1 = make_map(buf_x1, hr, wr, kBlock);
-    MapView A = make_map(buf_a, hr, wr, cp);
-    MapView B = make_map(buf_b, hr, wr, cp);
+    const MapView F = make_map(ws.buf_f, hr, wr, f);
+    const MapView X1 = make_map(ws.buf_x1, hr, wr, kBlock);
+    MapView A = make_map(ws.buf_a, hr, wr, cp);
+    MapView B = make_map(ws.buf_b, hr, wr, cp);
+    const size_t scratch_floats = kernels::conv_scratch_floats(cp, cp);
+    if (ws.conv_scratch.size() < scratch_floats) ws.conv_scratch.resize(scratch_floats);
+    if (ws.f1_scratch.size() < static_cast<size_t>(n) * kChannels * wr)
+        ws.f1_scratch.resize(static_cast<size_t>(n) * kChannels * wr);
+    const kernels::Scratch scratch{ws.conv_scratch.data(), prof ? prof + kStageKernels : nullptr};
+    lap(kStageSetup);
 
     // f1: multi-scale log (scale-major), 1x1 fusion, ReLU, on the whole region.
     const kernels::F1Params f1p{bases.data(), inv_log.data(), n, f1_fuse_w.data(),
                                 f1_fuse_b.data(), f};
-    (void)threads;
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    {
-        std::vector<float> scratch(static_cast<size_t>(n) * kChannels * wr);
-#pragma omp for schedule(static)
-        for (int y = 0; y < hr; ++y) {
-            const float* src = in + (static_cast<size_t>(g.y0 + y) * W + g.x0) * kChannels;
-            k->f1_row(f1p, src, wr, F.at(y, 0), F.cp, scratch.data());
-        }
+    for (int y = 0; y < hr; ++y) {
+        const float* src = in + (static_cast<size_t>(g.y0 + y) * W + g.x0) * kChannels;
+        k->f1_row(f1p, src, wr, F.at(y, 0), F.cp, ws.f1_scratch.data());
     }
+    lap(kStageF1);
 
-    k->conv3x3(f1_conv, F, X1, conv_rect(1), false, nullptr, false, threads);
+    k->conv3x3(f1_conv, F, X1, conv_rect(1), false, nullptr, false, kernels::Scratch{});
+    lap(kStageF1Conv);
 
     // f2, with H_m folded into the fusion accumulator of the tile.
     const int th = o.height(), tw = o.width();
-    acc.assign(static_cast<size_t>(th) * tw * 3, 0.0f);
+    ws.acc.assign(static_cast<size_t>(th) * tw * 3, 0.0f);
     kernels::FuseTarget ft;
-    ft.acc = acc.data();
+    ft.acc = ws.acc.data();
     ft.rect = shift(o, g.y0, g.x0);
     const MapView* src = &X1;
     for (int m = 0; m < spec.depth; ++m) {
         MapView& dst = (m % 2 == 0) ? A : B;
         ft.w = fuse[m].data();
-        k->conv3x3(f2[m], *src, dst, conv_rect(m + 2), true, &ft, wino_m != 0, threads);
+        k->conv3x3(f2[m], *src, dst, conv_rect(m + 2), true, &ft, wino_m != 0, scratch);
         src = &dst;
+        lap(m == 0 ? kStageConv0 : kStageConvs);
     }
 
     // X2 = X1 - (fuse_b + acc); Y = f3(X2), written to the output tile.
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int y = 0; y < th; ++y) {
         for (int x = 0; x < tw; ++x) {
             const float* x1 = X1.at(o.y0 - g.y0 + y, o.x0 - g.x0 + x);
-            const float* a = &acc[(static_cast<size_t>(y) * tw + x) * 3];
+            const float* a = &ws.acc[(static_cast<size_t>(y) * tw + x) * 3];
             float x2[kChannels];
             for (int c = 0; c < kChannels; ++c) x2[c] = x1[c] - (fuse_b[c] + a[c]);
             float* dst = out + (static_cast<size_t>(o.y0 + y) * W + o.x0 + x) * kChannels;
@@ -290,19 +347,206 @@ void CpuEngine::Impl::forward_tile(const float* in, float* out, int H, int W, co
             }
         }
     }
+    lap(kStageF3);
+}
+
+// ------------------------------------------------------------------ work split
+//
+// One parallel region per run: each thread takes whole tiles from an atomic
+// counter (dynamic scheduling), runs them single-threaded in its own Workspace,
+// and never waits for another thread until the region ends.  Memory is threads
+// x one tile's workspace.  Each tile is computed the same way whatever thread
+// runs it, so the output is bit-identical for any thread count.
+//
+// plan_run has two rules:
+//  * Tile: the requested tile, cut smaller (into the image's height or width
+//    over k = 2 .. 2 x cores, >= kMinSplitTile) only when that shortens the
+//    estimated run on all the machine's cores by >= 10 %: small images, or
+//    images with fewer (or lopsided) tiles than cores.  It depends on the image,
+//    the tile and the machine, never on `threads`, so bit-identity holds.
+//  * Threads: min(requested, tiles, work / kMinWorkPerThread): a thread is
+//    only started when it gets enough work to outweigh waiting for it on a busy
+//    machine, so thin and tiny images (a 1 x 2000 strip) run on one thread.
+// Work of a tile = its region's area, rounded up to the Winograd 4 x 4 grid.
+namespace {
+
+constexpr int kMinSplitTile = 64;
+constexpr double kMinWorkPerThread = 128.0 * 128.0;
+
+double tile_work(const Tile& t) {
+    return static_cast<double>(round_up(t.region.height(), 4)) * round_up(t.region.width(), 4);
+}
+
+double total_work(const TileGrid& grid) {
+    double w = 0.0;
+    for (int i = 0; i < grid.count(); ++i) w += tile_work(grid[i]);
+    return w;
+}
+
+// Finishing time of `grid` on p threads that take tiles in order (the
+// engine's dynamic schedule), in work units.
+double makespan(const TileGrid& grid, int p) {
+    std::vector<double> busy(static_cast<size_t>(std::max(1, p)), 0.0);
+    for (int i = 0; i < grid.count(); ++i)
+        *std::min_element(busy.begin(), busy.end()) += tile_work(grid[i]);
+    return *std::max_element(busy.begin(), busy.end());
+}
+
+}  // namespace
+
+int cpu_count() { return hardware_threads(); }
+
+RunPlan plan_run(int H, int W, int tile, int threads, int halo, int cores) {
+    if (tile < 1) throw std::invalid_argument("tile must be >= 1");
+    RunPlan plan;
+    plan.tile = tile;
+    cores = std::max(1, cores);
+    const TileGrid grid(H, W, tile, halo);
+    if (grid.count() == 0) return plan;
+    {  // candidates exist only when H or W < 2 * cores * tile
+        const double base = makespan(grid, cores);
+        double best = base;
+        // candidate edges: the image's height or width cut into k equal parts
+        for (int k = 2; k <= 2 * cores; ++k)
+            for (int edge : {(H + k - 1) / k, (W + k - 1) / k}) {
+                if (edge >= tile || edge < kMinSplitTile) continue;
+                const double t = makespan(TileGrid(H, W, edge, halo), cores);
+                if (t < best && t <= 0.9 * base) {
+                    best = t;
+                    plan.tile = edge;
+                }
+            }
+    }
+    const TileGrid used(H, W, plan.tile, halo);
+    plan.tiles = used.count();
+    const int by_work = static_cast<int>(total_work(used) / kMinWorkPerThread);
+    plan.threads = std::max(1, std::min({threads, plan.tiles, by_work}));
+    return plan;
+}
+
+// Default tile edge: the largest multiple of 32 whose per-thread workspace
+// ((tile + 2 * halo)^2 region pixels, bytes_per_pixel each) fits the thread's
+// share of the last-level cache: L3 / cores, at least L2.  Cache sizes come from
+// sysfs (Linux), else sysconf; unknown ones count as L2 = 1 MiB, L3 = 32 MiB.  Clamped
+// to 128..512.
+int default_tile_for(size_t bytes_per_pixel, int halo) {
+    auto sysfs = [](int index) -> long {
+        std::ifstream f("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size");
+        long v = 0;
+        char unit = 0;
+        if (!(f >> v)) return 0;
+        if (f >> unit) v *= unit == 'K' ? 1024 : unit == 'M' ? 1024 * 1024 : 1;
+        return v;
+    };
+    // sysfs first: under a hypervisor glibc's sysconf (CPUID) can report a host's L3
+    long l2 = sysfs(2), l3 = sysfs(3);
+#if defined(_SC_LEVEL2_CACHE_SIZE) && defined(_SC_LEVEL3_CACHE_SIZE)
+    if (l2 <= 0) l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (l3 <= 0) l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+    if (l2 <= 0) l2 = 1L << 20;
+    if (l3 <= 0 || l3 > (1L << 30)) l3 = 32L << 20;
+    const double share =
+        std::max(static_cast<double>(l2), static_cast<double>(l3) / hardware_threads());
+    const double region = std::sqrt(share / static_cast<double>(bytes_per_pixel));
+    const int tile = static_cast<int>((region - 2.0 * halo) / 32.0) * 32;
+    return std::clamp(tile, 128, 512);
+}
+
+int CpuEngine::default_tile() const {
+    const size_t floats = static_cast<size_t>(impl_->spec.f1_width) + kBlock + 2 * impl_->cp + 3;
+    return default_tile_for(floats * sizeof(float), impl_->spec.receptive_radius());
 }
 
 void CpuEngine::run(const float* in, float* out, int H, int W, int tile, int threads,
                     const ProgressFn& progress) {
     if (tile < 1) throw std::invalid_argument("tile must be >= 1");
     if (threads < 0) throw std::invalid_argument("threads must be >= 0");
-    const TileGrid grid(H, W, tile, impl_->spec.receptive_radius());  // checks H, W
-    if (grid.count() == 0) return;
-    std::lock_guard<std::mutex> lock(impl_->mutex);
-    const int nthreads = resolve_threads(threads);
-    for_each_tile(grid, progress, [&](const Tile& t) {
-        impl_->forward_tile(in, out, H, W, t, nthreads);
-    });
+    Impl& s = *impl_;
+    const int R = s.spec.receptive_radius();
+    const RunPlan plan = plan_run(H, W, tile, resolve_threads(threads), R, hardware_threads());
+    const TileGrid grid(H, W, plan.tile, R);  // checks H, W
+    const int total = grid.count();
+    if (total == 0) return;
+    std::lock_guard<std::mutex> lock(s.mutex);
+    const int nt = plan.threads;
+    if (static_cast<int>(s.workspaces.size()) < nt) s.workspaces.resize(nt);
+    const bool profile = profiling();
+    if (profile)
+        for (Workspace& ws : s.workspaces) std::fill(std::begin(ws.prof), std::end(ws.prof), 0.0);
+    const double t_start = profile ? now_s() : 0.0;
+
+    std::atomic<int> next{0}, finished{0};
+    std::atomic<bool> stop{false};
+    std::mutex error_mutex;
+    std::exception_ptr error;
+    bool cancelled = false;
+    int reported = 0;
+    auto fail = [&](std::exception_ptr e) {
+        std::lock_guard<std::mutex> g(error_mutex);
+        if (!error) error = e;
+        stop.store(true);
+    };
+    // Progress runs on the calling thread only (the bindings take the GIL there,
+    // and Python's re-entrancy guard is per thread): one call per tile, for every
+    // tile any thread has finished so far, in order 1..total.
+    auto report = [&] {
+        const int f = finished.load(std::memory_order_acquire);
+        while (reported < f && !stop.load()) {
+            ++reported;
+            try {
+                if (!progress(reported, total)) {
+                    cancelled = true;
+                    stop.store(true);
+                }
+            } catch (...) {
+                fail(std::current_exception());
+            }
+        }
+    };
+    std::vector<double> busy_s(nt, 0.0);
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#ifdef _OPENMP
+        const int me = omp_get_thread_num();
+#else
+        const int me = 0;
+#endif
+        Workspace& ws = s.workspaces[me];
+        const double t0 = profile ? now_s() : 0.0;
+        while (!stop.load(std::memory_order_relaxed)) {
+            const int i = next.fetch_add(1, std::memory_order_relaxed);
+            if (i >= total) break;
+            try {
+                s.forward_tile(in, out, H, W, grid[i], ws, profile);
+            } catch (...) {
+                fail(std::current_exception());
+                break;
+            }
+            finished.fetch_add(1, std::memory_order_release);
+            if (me == 0 && progress) report();
+        }
+        if (profile) busy_s[me] = now_s() - t0;
+    }
+    if (progress && !error && !cancelled) report();  // tiles the other threads finished last
+
+    if (profile) {
+        double sum[kStages] = {};
+        for (int t = 0; t < nt; ++t)
+            for (int i = 0; i < kStages; ++i) sum[i] += s.workspaces[t].prof[i];
+        double cpu = 0.0;
+        for (double b : busy_s) cpu += b;
+        std::fprintf(stderr,
+                     "msrnet profile: %dx%d tile %d (asked %d), %d tiles, %d threads, "
+                     "wall %.4f s, thread-seconds %.4f\n",
+                     H, W, plan.tile, tile, total, nt, now_s() - t_start, cpu);
+        for (int i = 0; i < kStages; ++i)
+            std::fprintf(stderr, "msrnet profile:   %-52s %9.4f s %5.1f %%\n", kStageNames[i],
+                         sum[i], cpu > 0 ? 100.0 * sum[i] / cpu : 0.0);
+    }
+    if (error) std::rethrow_exception(error);
+    if (cancelled) throw Cancelled();
 }
 
 }  // namespace msrnet

@@ -8,6 +8,7 @@
 // Inner loops vectorise over output channels (a block of 8) and register-block
 // P pixels x NB channel blocks of accumulators.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -57,6 +58,30 @@ inline v8 splat(float x) { v8 r; for (int i = 0; i < 8; ++i) r.v[i] = x; return 
 inline v8 relu(v8 a) { for (int i = 0; i < 8; ++i) a.v[i] = a.v[i] > 0.0f ? a.v[i] : 0.0f; return a; }
 #endif
 
+inline v8 vload(const float* p, v8) { return load(p); }
+inline void vstore(float* p, v8 v) { store(p, v); }
+
+#if defined(__AVX512F__) && (defined(__GNUC__) || defined(__clang__))
+// AVX-512: 16-float (zmm) vectors for the Winograd transforms and GEMMs.  Every
+// lane does the same operations in the same order as the 8-wide code, so the
+// results are bit-identical to the avx2 / generic kernels.
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v16u __attribute__((vector_size(64), aligned(4)));
+inline v16 load16(const float* p) { return *reinterpret_cast<const v16u*>(p); }
+inline void store16(float* p, v16 v) { *reinterpret_cast<v16u*>(p) = v; }
+inline v16 relu(v16 a) { return (v16)_mm512_max_ps((__m512)a, _mm512_setzero_ps()); }
+inline v16 vload(const float* p, v16) { return load16(p); }
+inline void vstore(float* p, v16 v) { store16(p, v); }
+constexpr bool kWide = true;
+#else
+constexpr bool kWide = false;
+#endif
+#if defined(__AVX512F__) && (defined(__GNUC__) || defined(__clang__))
+using WideVec = v16;
+#else
+using WideVec = v8;  // unused (kWide is false)
+#endif
+
 // log1p(y) on 8 lanes: Cephes logf on u = 1 + y, plus the first-order
 // correction (y - (u - 1)) / u that restores log1p's accuracy for small y.
 // Lanes outside the polynomial's safe range (u not in [1e-30, 1e30], NaN)
@@ -94,6 +119,11 @@ inline bool log1p8(v8 y, v8& out) {
 inline bool log1p8(v8, v8&) { return false; }
 #endif
 
+// Profiling clock (only read when Scratch::prof is set).
+inline double now_s() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
 inline float hsum(v8 a) {
     float s = 0.0f;
     for (int i = 0; i < 8; ++i) s += a[i];
@@ -114,6 +144,26 @@ constexpr int pixels_per_block() {
 }
 
 // ---------------------------------------------------------------- 1x1 fusion
+// a[k] += the horizontal sum of s_k, k < 3 (one reduction order for every caller).
+inline void add_sums3(float* a, v8 s0, v8 s1, v8 s2) {
+#if defined(__AVX__)
+    // lanes 0..2 of the result hold the three horizontal sums
+    const __m256 h01 = _mm256_hadd_ps((__m256)s0, (__m256)s1);
+    const __m256 h22 = _mm256_hadd_ps((__m256)s2, (__m256)s2);
+    const __m256 hs = _mm256_hadd_ps(h01, h22);
+    const __m128 t = _mm_add_ps(_mm256_castps256_ps128(hs), _mm256_extractf128_ps(hs, 1));
+    float sums[4];
+    _mm_storeu_ps(sums, t);
+    a[0] += sums[0];
+    a[1] += sums[1];
+    a[2] += sums[2];
+#else
+    a[0] += hsum(s0);
+    a[1] += hsum(s1);
+    a[2] += hsum(s2);
+#endif
+}
+
 // acc[k] += sum_c fw[k][c] * h[c] for the pixels of row y inside fuse->rect.
 void fuse_row(const FuseTarget& f, const MapView& out, int cout_p, int y, int x0, int x1) {
     if (y < f.rect.y0 || y >= f.rect.y1) return;
@@ -129,23 +179,7 @@ void fuse_row(const FuseTarget& f, const MapView& out, int cout_p, int y, int x0
             s1 += hv * load(f.w + cout_p + c);
             s2 += hv * load(f.w + 2 * cout_p + c);
         }
-        float* a = acc + static_cast<size_t>(x - f.rect.x0) * 3;
-#if defined(__AVX__)
-        // lanes 0..2 of the result hold the three horizontal sums
-        const __m256 h01 = _mm256_hadd_ps((__m256)s0, (__m256)s1);
-        const __m256 h22 = _mm256_hadd_ps((__m256)s2, (__m256)s2);
-        const __m256 hs = _mm256_hadd_ps(h01, h22);
-        const __m128 t = _mm_add_ps(_mm256_castps256_ps128(hs), _mm256_extractf128_ps(hs, 1));
-        float sums[4];
-        _mm_storeu_ps(sums, t);
-        a[0] += sums[0];
-        a[1] += sums[1];
-        a[2] += sums[2];
-#else
-        a[0] += hsum(s0);
-        a[1] += hsum(s1);
-        a[2] += hsum(s2);
-#endif
+        add_sums3(acc + static_cast<size_t>(x - f.rect.x0) * 3, s0, s1, s2);
     }
 }
 
@@ -194,9 +228,8 @@ void direct_row(const PackedConv& cv, const MapView& in, const MapView& out, int
 }
 
 void conv_direct(const PackedConv& cv, const MapView& in, const MapView& out, Rect r,
-                 bool do_relu, const FuseTarget* fuse, int threads) {
-    (void)threads;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1)
+                 bool do_relu, const FuseTarget* fuse, double* prof) {
+    const double t0 = prof ? now_s() : 0.0;
     for (int y = r.y0; y < r.y1; ++y) {
         for (int co0 = 0; co0 < cv.cout_p; co0 += 4 * kBlock) {
             switch (std::min(4, (cv.cout_p - co0) / kBlock)) {
@@ -208,6 +241,7 @@ void conv_direct(const PackedConv& cv, const MapView& in, const MapView& out, Re
         }
         if (fuse) fuse_row(*fuse, out, cv.cout_p, y, r.x0, r.x1);
     }
+    if (prof) prof[kProfDirect] += now_s() - t0;
 }
 
 // ------------------------------------------------ Winograd F(m x m, 3x3) conv
@@ -222,13 +256,15 @@ template <int M> struct Wino;
 
 template <> struct Wino<2> {  // B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
     static constexpr int kA = 4, kTiles = 24;
-    static void in(const v8* d, v8* t) {
+    template <class V>
+    static void in(const V* d, V* t) {
         t[0] = d[0] - d[2];
         t[1] = d[1] + d[2];
         t[2] = d[2] - d[1];
         t[3] = d[1] - d[3];
     }
-    static void out(const v8* m, v8* y) {  // A^T = [1 1 1 0; 0 1 -1 -1]
+    template <class V>
+    static void out(const V* m, V* y) {  // A^T = [1 1 1 0; 0 1 -1 -1]
         y[0] = m[0] + m[1] + m[2];
         y[1] = m[1] - m[2] - m[3];
     }
@@ -236,7 +272,8 @@ template <> struct Wino<2> {  // B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
 
 template <> struct Wino<4> {  // Lavin & Gray's F(4x4, 3x3)
     static constexpr int kA = 6, kTiles = 12;
-    static void in(const v8* d, v8* t) {
+    template <class V>
+    static void in(const V* d, V* t) {
         t[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
         t[1] = d[3] + d[4] - 4.0f * (d[1] + d[2]);
         t[2] = d[4] - d[3] + 4.0f * (d[1] - d[2]);
@@ -244,9 +281,10 @@ template <> struct Wino<4> {  // Lavin & Gray's F(4x4, 3x3)
         t[4] = d[4] - d[2] - 2.0f * (d[3] - d[1]);
         t[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
     }
-    static void out(const v8* m, v8* y) {
-        const v8 s12 = m[1] + m[2], d12 = m[1] - m[2];
-        const v8 s34 = m[3] + m[4], d34 = m[3] - m[4];
+    template <class V>
+    static void out(const V* m, V* y) {
+        const V s12 = m[1] + m[2], d12 = m[1] - m[2];
+        const V s34 = m[3] + m[4], d34 = m[3] - m[4];
         y[0] = m[0] + s12 + s34;
         y[1] = d12 + 2.0f * d34;
         y[2] = s12 + 4.0f * s34;
@@ -281,10 +319,91 @@ void wino_gemm(const float* v, int nt, int cin, const float* u, int cout_p, int 
         wino_gemm_block<1, NB>(v + t * cin, cin, u + co0, cout_p, m + t * cout_p + co0);
 }
 
+#if defined(__AVX512F__) && (defined(__GNUC__) || defined(__clang__))
+template <int P>
+inline void wino_gemm16_block(const float* v, int cin, const float* u, int cout_p, float* m) {
+    v16 acc[P][2];
+    for (int p = 0; p < P; ++p) acc[p][0] = acc[p][1] = v16{};
+    for (int ci = 0; ci < cin; ++ci) {
+        const v16 w0 = load16(u + ci * cout_p), w1 = load16(u + ci * cout_p + 16);
+        for (int p = 0; p < P; ++p) {
+            const float a = v[p * cin + ci];
+            const v16 av = v16{} + a;
+            acc[p][0] += av * w0;
+            acc[p][1] += av * w1;
+        }
+    }
+    for (int p = 0; p < P; ++p) {
+        store16(m + p * cout_p, acc[p][0]);
+        store16(m + p * cout_p + 16, acc[p][1]);
+    }
+}
+
+inline void wino_gemm32(const float* v, int nt, int cin, const float* u, int cout_p, int co0,
+                        float* m) {
+    constexpr int P = 12;
+    int t = 0;
+    for (; t + P <= nt; t += P)
+        wino_gemm16_block<P>(v + t * cin, cin, u + co0, cout_p, m + t * cout_p + co0);
+    for (; t + 4 <= nt; t += 4)
+        wino_gemm16_block<4>(v + t * cin, cin, u + co0, cout_p, m + t * cout_p + co0);
+    for (; t < nt; ++t)
+        wino_gemm16_block<1>(v + t * cin, cin, u + co0, cout_p, m + t * cout_p + co0);
+}
+#else
+inline void wino_gemm32(const float*, int, int, const float*, int, int, float*) {}
+#endif
+
+// Input transform of one patch, one vector of channels: V[xi] = (B^T d B)[xi]
+// (stored at vp + xi * vs), d read from base (row stride rs, pixel stride cpi).
+template <int Mt, class Vec>
+inline void wino_in_block(const float* base, size_t rs, int cpi, float* vp0, int, size_t vs) {
+    using W = Wino<Mt>;
+    constexpr int A = W::kA;
+    Vec d[A][A], bt[A][A];
+    for (int j = 0; j < A; ++j) {  // columns: bt[.][j] = B^T d[.][j]
+        Vec col[A], tcol[A];
+        for (int i = 0; i < A; ++i) col[i] = vload(base + i * rs + j * cpi, Vec{});
+        W::in(col, tcol);
+        for (int i = 0; i < A; ++i) bt[i][j] = tcol[i];
+    }
+    for (int i = 0; i < A; ++i) {  // rows: d[i] = bt[i] B
+        W::in(bt[i], d[i]);
+        float* vp = vp0 + static_cast<size_t>(i * A) * vs;
+        for (int j = 0; j < A; ++j) vstore(vp + j * vs, d[i][j]);
+    }
+}
+
+// Output transform of one tile, one vector of channels: out = A^T M A + bias
+// [ReLU] on rows x cols pixels (mp: M of this tile, stride ms between xi).
+template <int Mt, class Vec>
+inline void wino_out_block(const float* mp, size_t ms, const float* bias, float* o, size_t rs,
+                           int cpo, int rows, int cols, bool do_relu) {
+    using W = Wino<Mt>;
+    constexpr int A = W::kA;
+    Vec at[Mt][A];
+    for (int j = 0; j < A; ++j) {  // columns: at[.][j] = A^T m[.][j]
+        Vec col[A], ycol[Mt];
+        for (int i = 0; i < A; ++i) col[i] = vload(mp + (i * A + j) * ms, Vec{});
+        W::out(col, ycol);
+        for (int i = 0; i < Mt; ++i) at[i][j] = ycol[i];
+    }
+    const Vec b = vload(bias, Vec{});
+    for (int i = 0; i < rows; ++i) {  // rows: y = at[i] A
+        Vec yr[Mt];
+        W::out(at[i], yr);
+        for (int j = 0; j < cols; ++j) {
+            const Vec val = yr[j] + b;
+            vstore(o + i * rs + j * cpo, do_relu ? relu(val) : val);
+        }
+    }
+}
+
 template <int Mt>
 void wino_item(const PackedConv& cv, const MapView& in, const MapView& out, Rect r, bool do_relu,
-               int y, int xt0, int nt, float* V, float* Mb) {
+               const FuseTarget* fuse, int y, int xt0, int nt, float* V, float* Mb, double* prof) {
     using W = Wino<Mt>;
+    const double t0 = prof ? now_s() : 0.0;
     constexpr int A = W::kA, T = W::kTiles;
     const int cin = cv.cin, cpo = cv.cout_p;
     const size_t rs = in.row_stride();
@@ -303,27 +422,24 @@ void wino_item(const PackedConv& cv, const MapView& in, const MapView& out, Rect
             }
         }
 #endif
-        for (int c = 0; c < cin; c += kBlock) {
-            v8 d[A][A], bt[A][A];
-            for (int j = 0; j < A; ++j) {  // columns: bt[.][j] = B^T d[.][j]
-                v8 col[A], tcol[A];
-                for (int i = 0; i < A; ++i) col[i] = load(base + i * rs + j * cpi + c);
-                W::in(col, tcol);
-                for (int i = 0; i < A; ++i) bt[i][j] = tcol[i];
-            }
-            for (int i = 0; i < A; ++i) {  // rows: d[i] = bt[i] B
-                W::in(bt[i], d[i]);
-                float* vp = V + (static_cast<size_t>(i * A) * T + t) * cin + c;
-                for (int j = 0; j < A; ++j) store(vp + j * vs, d[i][j]);
-            }
-        }
+        int c = 0;
+        if constexpr (kWide)
+            for (; c + 16 <= cin; c += 16)
+                wino_in_block<Mt, WideVec>(base + c, rs, cpi, V + static_cast<size_t>(t) * cin + c, T * cin, vs);
+        for (; c < cin; c += kBlock)
+            wino_in_block<Mt, v8>(base + c, rs, cpi, V + static_cast<size_t>(t) * cin + c, T * cin, vs);
     }
+    const double t1 = prof ? now_s() : 0.0;
     // (m+2)^2 GEMMs
     for (int xi = 0; xi < A * A; ++xi) {
         const float* v = V + xi * vs;
         const float* u = cv.wino.data() + static_cast<size_t>(xi) * cin * cpo;
         float* m = Mb + static_cast<size_t>(xi) * T * cpo;
         for (int co0 = 0; co0 < cpo; co0 += 4 * kBlock) {
+            if (kWide && cpo - co0 >= 4 * kBlock) {
+                wino_gemm32(v, nt, cin, u, cpo, co0, m);
+                continue;
+            }
             switch (std::min(4, (cpo - co0) / kBlock)) {
                 case 4: wino_gemm<4>(v, nt, cin, u, cpo, co0, m); break;
                 case 3: wino_gemm<3>(v, nt, cin, u, cpo, co0, m); break;
@@ -332,42 +448,44 @@ void wino_item(const PackedConv& cv, const MapView& in, const MapView& out, Rect
             }
         }
     }
-    // output transform
+    const double t2 = prof ? now_s() : 0.0;
+    // output transform (+ bias, ReLU).  The 1x1 fuse of these rows runs after
+    // (fuse_row, output still in L1/L2): fusing it here, with 4 x 4 x 3 per-pixel
+    // accumulators held across the channel blocks, spilled registers and was
+    // ~5 % slower (measured on the 2-core AVX-512 machine, 1024^2, tile 192).
     const size_t ms = static_cast<size_t>(T) * cpo;  // stride between xi
     const int rows = std::min(Mt, r.y1 - y);
     for (int t = 0; t < nt; ++t) {
         const int x = r.x0 + Mt * (xt0 + t);
         const int cols = std::min(Mt, r.x1 - x);
-        for (int c = 0; c < cpo; c += kBlock) {
-            const float* mp = Mb + static_cast<size_t>(t) * cpo + c;
-            v8 at[Mt][A];
-            for (int j = 0; j < A; ++j) {  // columns: at[.][j] = A^T m[.][j]
-                v8 col[A], ycol[Mt];
-                for (int i = 0; i < A; ++i) col[i] = load(mp + (i * A + j) * ms);
-                W::out(col, ycol);
-                for (int i = 0; i < Mt; ++i) at[i][j] = ycol[i];
-            }
-            const v8 b = load(cv.b.data() + c);
-            for (int i = 0; i < rows; ++i) {  // rows: y = at[i] A
-                v8 yr[Mt];
-                W::out(at[i], yr);
-                float* o = out.at(y + i, x) + c;
-                for (int j = 0; j < cols; ++j) {
-                    const v8 val = yr[j] + b;
-                    store(o + j * out.cp, do_relu ? relu(val) : val);
-                }
-            }
-        }
+        int c = 0;
+        if constexpr (kWide)
+            for (; c + 16 <= cpo; c += 16)
+                wino_out_block<Mt, WideVec>(Mb + static_cast<size_t>(t) * cpo + c, ms,
+                                            cv.b.data() + c, out.at(y, x) + c, out.row_stride(),
+                                            out.cp, rows, cols, do_relu);
+        for (; c < cpo; c += kBlock)
+            wino_out_block<Mt, v8>(Mb + static_cast<size_t>(t) * cpo + c, ms, cv.b.data() + c,
+                                   out.at(y, x) + c, out.row_stride(), out.cp, rows, cols, do_relu);
+    }
+    const double t3 = prof ? now_s() : 0.0;
+    if (fuse) {
+        const int x0 = r.x0 + Mt * xt0, x1 = std::min(r.x1, x0 + Mt * nt);
+        for (int i = 0; i < rows; ++i) fuse_row(*fuse, out, cpo, y + i, x0, x1);
+    }
+    if (prof) {
+        prof[kProfWinoIn] += t1 - t0;
+        prof[kProfWinoGemm] += t2 - t1;
+        prof[kProfWinoOut] += t3 - t2;
+        prof[kProfFuse] += now_s() - t3;
     }
 }
 
 template <int Mt>
 void conv_winograd(const PackedConv& cv, const MapView& in, const MapView& out, Rect r,
-                   bool do_relu, const FuseTarget* fuse, int threads) {
+                   bool do_relu, const FuseTarget* fuse, const Scratch& scratch) {
     constexpr int A = Wino<Mt>::kA, T = Wino<Mt>::kTiles;
     const int ntx = (r.width() + Mt - 1) / Mt, nty = (r.height() + Mt - 1) / Mt;
-    const int nchunks = (ntx + T - 1) / T;
-    const int items = nty * nchunks;
     // The last tiles of a row / column read up to 3 pixels past the input's
     // valid rectangle (r grown by 1).  Exact arithmetic cancels them, float
     // rounding does not quite, so make them zeros rather than stale values from
@@ -376,38 +494,29 @@ void conv_winograd(const PackedConv& cv, const MapView& in, const MapView& out, 
         std::memset(in.at(y, r.x0 - 1), 0, static_cast<size_t>(r.width() + 5) * in.cp * sizeof(float));
     for (int y = r.y0 - 1; y <= r.y1; ++y)
         std::memset(in.at(y, r.x1 + 1), 0, static_cast<size_t>(3) * in.cp * sizeof(float));
-    (void)threads;
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    {
-        std::vector<float> V(static_cast<size_t>(A * A) * T * cv.cin);
-        std::vector<float> M(static_cast<size_t>(A * A) * T * cv.cout_p);
-#pragma omp for schedule(dynamic, 1)
-        for (int item = 0; item < items; ++item) {
-            const int ty = item / nchunks, ch = item % nchunks;
-            const int y = r.y0 + Mt * ty, xt0 = ch * T;
+    float* V = scratch.data;
+    float* M = V + static_cast<size_t>(A * A) * T * cv.cin;
+    double* prof = scratch.prof;
+    for (int ty = 0; ty < nty; ++ty) {
+        const int y = r.y0 + Mt * ty;
+        for (int xt0 = 0; xt0 < ntx; xt0 += T) {
             const int nt = std::min(T, ntx - xt0);
-            wino_item<Mt>(cv, in, out, r, do_relu, y, xt0, nt, V.data(), M.data());
-            if (fuse) {
-                const int x0 = r.x0 + Mt * xt0, x1 = std::min(r.x1, x0 + Mt * nt);
-                for (int i = 0; i < Mt && y + i < r.y1; ++i)
-                    fuse_row(*fuse, out, cv.cout_p, y + i, x0, x1);
-            }
+            wino_item<Mt>(cv, in, out, r, do_relu, fuse, y, xt0, nt, V, M, prof);
         }
     }
 }
 
 void conv3x3(const PackedConv& cv, const MapView& in, const MapView& out, Rect r, bool do_relu,
-             const FuseTarget* fuse, bool winograd, int threads) {
+             const FuseTarget* fuse, bool winograd, const Scratch& scratch) {
     if (r.empty()) return;
     const bool wino = winograd && !cv.wino.empty() && cv.cin % kBlock == 0;
     if (wino && cv.wino_m == 4)
-        conv_winograd<4>(cv, in, out, r, do_relu, fuse, threads);
+        conv_winograd<4>(cv, in, out, r, do_relu, fuse, scratch);
     else if (wino && cv.wino_m == 2)
-        conv_winograd<2>(cv, in, out, r, do_relu, fuse, threads);
+        conv_winograd<2>(cv, in, out, r, do_relu, fuse, scratch);
     else
-        conv_direct(cv, in, out, r, do_relu, fuse, threads);
+        conv_direct(cv, in, out, r, do_relu, fuse, scratch.prof);
 }
-
 void f1_row(const F1Params& p, const float* px, int w, float* dst, int dst_cp, float* scratch) {
     const int n3 = 3 * p.n, len = 3 * w;
     // scratch[j][i] = log1p(v_j * px[i]) * inv_log_j over the row's 3w values

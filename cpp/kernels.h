@@ -72,6 +72,20 @@ struct F1Params {
     int f;                 // f1_width
 };
 
+// Per-call scratch of conv3x3, owned by the calling thread (the kernels are
+// single-threaded and allocate nothing): `data` holds conv_scratch_floats(cin,
+// cout_p) floats (the Winograd V and M of one work item).  `prof`, when set,
+// accumulates seconds per ProfSlot (MSRNET_PROFILE=1, see engine_cpu.cpp).
+enum ProfSlot { kProfDirect, kProfWinoIn, kProfWinoGemm, kProfWinoOut, kProfFuse, kProfSlots };
+struct Scratch {
+    float* data = nullptr;
+    double* prof = nullptr;
+};
+inline size_t conv_scratch_floats(int cin, int cout_p) {
+    // max over F(2x2) (16 transforms x 24 tiles) and F(4x4) (36 x 12) = 432
+    return static_cast<size_t>(432) * static_cast<size_t>(cin + cout_p);
+}
+
 struct KernelTable {
     const char* name;
     void (*f1_row)(const F1Params& p, const float* px, int w, float* dst, int dst_cp,
@@ -79,8 +93,9 @@ struct KernelTable {
     // out(y, x) = [relu](b + sum w * in(neighbourhood)) for (y, x) in r.
     // Reads `in` on r grown by one pixel; the Winograd path (winograd && conv.wino_m)
     // also reads, and zeroes, up to 3 more rows / columns below / right of that.
+    // Single-threaded: the engine runs whole tiles per thread.
     void (*conv3x3)(const PackedConv& conv, const MapView& in, const MapView& out, Rect r,
-                    bool relu, const FuseTarget* fuse, bool winograd, int threads);
+                    bool relu, const FuseTarget* fuse, bool winograd, const Scratch& scratch);
 };
 
 namespace generic { const KernelTable& table(); }

@@ -72,6 +72,55 @@ def test_threads_identical():
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("shape, tile", [((300, 517), 64), ((200, 200), 256), ((97, 1500), 128)])
+def test_any_thread_count_is_bit_identical(shape, tile):
+    """Threads take whole tiles, each computed the same way: 1, 2, 4 and 8 threads
+    (more than this machine's cores, too) give the same bits."""
+    eng = core_engine(DEFAULT, 3)
+    img = rand_image(*shape, seed=4, scale=0.5)
+    ref = eng.run(img, tile=tile, threads=1)
+    for threads in (2, 4, 8, 0):
+        np.testing.assert_array_equal(eng.run(img, tile=tile, threads=threads), ref)
+
+
+@pytest.mark.parametrize("shape", [(1, 2000), (2000, 1), (1, 1), (3, 5), (2, 700)])
+def test_thin_and_tiny_images_with_threads(shape):
+    eng = core_engine(DEFAULT, 1)
+    img = rand_image(*shape, seed=5)
+    ref = eng.run(img, threads=1)
+    assert np.isfinite(ref).all()
+    for threads in (2, 4):
+        np.testing.assert_array_equal(eng.run(img, threads=threads), ref)
+    assert eng.plan(*shape, threads=4)[2] == 1  # too little work to wait for a second thread
+
+
+def test_plan_rules():
+    eng = core_engine(DEFAULT, 0)
+    r = eng.receptive_radius
+    tile, tiles, threads = eng.plan(2048, 2048, 256, 4)
+    assert (tile, tiles, threads) == (256, 64, 4)  # plenty of tiles: every thread asked for
+    assert eng.plan(2048, 2048, 256, 1)[2] == 1
+    for h, w, t in [(512, 512, 1024), (200, 200, 256), (300, 300, 256), (64, 4096, 64)]:
+        tile, tiles, threads = eng.plan(h, w, t, 2)
+        assert 1 <= tile <= t  # cut smaller only, so memory stays bounded by the tile asked
+        assert tiles == -(-h // tile) * -(-w // tile)
+        assert 1 <= threads <= min(2, tiles)
+        # the cut does not depend on the thread count (bit-identity)
+        assert eng.plan(h, w, t, 1)[:2] == eng.plan(h, w, t, 8)[:2] == (tile, tiles)
+    assert r == DEFAULT.receptive_radius
+    assert eng.plan(0, 10)[1] == 0
+    with pytest.raises(ValueError):
+        eng.plan(10, 10, 0)
+
+
+def test_default_tile_from_the_cache():
+    eng = core_engine(DEFAULT, 0)
+    assert 128 <= eng.default_tile <= 512 and eng.default_tile % 32 == 0
+    img = rand_image(40, 50)
+    np.testing.assert_array_equal(eng.run(img), eng.run(img, tile=eng.default_tile))
+    assert Engine(random_weights(DEFAULT, 0), device="cpu").default_tile == eng.default_tile
+
+
 def test_config_must_be_exactly_the_architecture():
     """The binding takes config.engine_dict() and nothing else: an unknown key (even
     one MSRNetConfig has, like exposure_target, which enhance() applies itself) or a
@@ -239,6 +288,59 @@ def test_cancel(small_engine):
         small_engine.run(rand_image(64, 64), tile=16, progress=progress)
     assert calls == [1, 2, 3]
     assert Cancelled is _core.Cancelled
+
+
+def test_progress_with_threads_counts_every_tile_once_on_the_calling_thread():
+    eng = core_engine(DEFAULT, 0)
+    img = rand_image(160, 224)
+    caller, calls, threads_seen = threading.get_ident(), [], set()
+
+    def progress(done, total):
+        calls.append((done, total))
+        threads_seen.add(threading.get_ident())
+
+    out = eng.run(img, tile=32, threads=2, progress=progress)
+    total = eng.plan(160, 224, 32, 2)[1]
+    assert total == 5 * 7
+    assert calls == [(i, total) for i in range(1, total + 1)]  # once each, in order
+    assert threads_seen == {caller}  # Python's per-thread re-entrancy guard relies on it
+    np.testing.assert_array_equal(out, eng.run(img, tile=32, threads=1))
+
+
+def test_cancel_with_threads_stops_starting_tiles():
+    eng = core_engine(DEFAULT, 0)
+    img = rand_image(512, 512)
+    t0 = time.perf_counter()
+    eng.run(img, tile=32, threads=2)
+    full = time.perf_counter() - t0
+    calls = []
+
+    def progress(done, total):
+        calls.append(done)
+        return done < 3
+
+    t0 = time.perf_counter()
+    with pytest.raises(Cancelled):
+        eng.run(img, tile=32, threads=2, progress=progress)
+    cancelled = time.perf_counter() - t0
+    assert calls == [1, 2, 3]  # no call after the one that cancelled
+    assert cancelled < full / 4  # 256 tiles; at most one more per thread after the 3rd
+
+
+def test_progress_exception_with_threads_surfaces_after_the_threads():
+    eng = core_engine(DEFAULT, 0)
+    img = rand_image(128, 128)
+    calls = []
+
+    def progress(done, total):
+        calls.append(done)
+        if done == 2:
+            raise KeyError("boom")
+
+    with pytest.raises(KeyError, match="boom"):
+        eng.run(img, tile=16, threads=2, progress=progress)
+    assert calls == [1, 2]
+    np.testing.assert_array_equal(eng.run(img, tile=16, threads=2), eng.run(img, tile=16, threads=1))
 
 
 def test_progress_exception_propagates(small_engine):

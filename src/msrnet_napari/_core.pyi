@@ -33,12 +33,21 @@ def parameter_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     """State-dict name -> shape of every weight, in forward order (the C++ layer table)."""
 
 class Engine:
-    """The CPU engine (SIMD kernels, OpenMP threads)."""
+    """The CPU engine (SIMD kernels; threads take whole tiles, see cpp/engine_cpu.cpp)."""
 
     def __init__(self, config: Mapping[str, Any], weights: Mapping[str, npt.ArrayLike]) -> None: ...
-    def run(self, image: npt.NDArray[np.float32], tile: int = 256, threads: int = 0,
+    def run(self, image: npt.NDArray[np.float32], tile: int | None = None, threads: int = 0,
             progress: ProgressFn | None = None) -> npt.NDArray[np.float32]:
-        """Raw (unclipped) network output; tile >= 1, threads in 0..1024 (0 = all cores)."""
+        """Raw (unclipped) network output; tile >= 1 (None = ``default_tile``) is the largest
+        tile edge, threads in 0..1024 (0 = all cores) the most threads (``plan`` says how
+        many pay). Bit-identical for any ``threads``; progress runs on the calling thread,
+        once per tile, done = 1..total in order."""
+    def plan(self, height: int, width: int, tile: int | None = None,
+             threads: int = 0) -> tuple[int, int, int]:
+        """(tile, tiles, threads) that ``run`` uses for an image of this size."""
+    @property
+    def default_tile(self) -> int:
+        """Tile edge whose per-thread workspace fits the thread's share of the cache."""
     @property
     def receptive_radius(self) -> int: ...
 

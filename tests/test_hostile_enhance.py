@@ -139,11 +139,12 @@ def test_scaling_for_refuses_a_foreign_decision():
         enhance(np.zeros((16, 16), np.uint8), weights=CKPT, scaling=d, bit_depth=8)
 
 
-def test_thin_images_do_not_pay_for_a_thread_team():  # "Also" of issue 15
-    from msrnet_napari.enhance import _threads_for
+def test_thin_images_do_not_pay_for_a_thread_team():  # "Also" of issue 15; rule now in C++
+    from msrnet_napari import _core
 
-    assert _threads_for(1, 2000, 256, 2) == 1  # a 1 x 2000 image: one row per tile
-    assert _threads_for(4, 4096, 256, 8) == 1
-    assert _threads_for(40, 40, 256, 2) == 1  # a tiny image
-    assert _threads_for(256, 2048, 256, 2) == 2  # real tiles keep the requested team
-    assert _threads_for(2048, 2048, 256, 0) == 0  # 0 = all cores, unchanged
+    engine = _core.Engine(CKPT.config.engine_dict(), CKPT.weights)
+    assert engine.plan(1, 2000, 256, 2)[2] == 1  # a 1 x 2000 image: one thread
+    assert engine.plan(4, 4096, 256, 8)[2] == 1
+    assert engine.plan(40, 40, 256, 2)[2] == 1  # a tiny image
+    assert engine.plan(256, 2048, 256, 2)[2] == 2  # real tiles keep the requested team
+    assert engine.plan(2048, 2048, 256, 4) == (256, 64, 4)  # big images: every thread asked

@@ -55,15 +55,16 @@ class Engine:
         impl = _core.CudaEngine if device == "cuda" else _core.Engine
         self._impl: _core.Engine | _core.CudaEngine = impl(config, weights)
         self.device = device
-        # GPUs need big tiles to be busy (see benchmarks/bench_cuda.py); CPUs want cache-sized ones
-        self.default_tile = 2048 if device == "cuda" else 256
+        # GPUs need big tiles to be busy (see benchmarks/bench_cuda.py); the CPU engine
+        # sizes its tile from the cache (cpp/engine_cpu.cpp, default_tile_for)
+        self.default_tile = 2048 if device == "cuda" else int(self._impl.default_tile)
         self.config = checkpoint.config
 
     @property
     def receptive_radius(self) -> int:
         return int(self._impl.receptive_radius)
 
-    def run(self, image: np.ndarray, *, tile: int = 256, threads: int = 0,
+    def run(self, image: np.ndarray, *, tile: Optional[int] = None, threads: int = 0,
             progress: ProgressFn | None = None) -> np.ndarray:
         """Run the network on one float32 H x W x 3 image; returns the raw (unclipped) output.
 
@@ -80,7 +81,8 @@ class Engine:
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"image must have shape (H, W, 3), got {image.shape}")
         image = np.ascontiguousarray(image)
-        return self._impl.run(image, tile=int(tile), threads=int(threads), progress=progress)
+        tile = self.default_tile if tile is None else int(tile)
+        return self._impl.run(image, tile=tile, threads=int(threads), progress=progress)
 
     def __repr__(self) -> str:
         return f"Engine(device={self.device!r}, config={self.config!r})"

@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from .binning import halo, run_binned
 from .checkpoint import Checkpoint
 from .intensity import (
     BAND_PIXELS,
@@ -53,6 +54,7 @@ def enhance(
     intensity_range: Optional[tuple[float, float]] = None,
     offset: Any = None,
     gain: Optional[float] = None,
+    binning: Any = None,
     dtype: Any = None,
     exposure_gain: Optional[float] = None,
     scaling: Optional[IntensityDecision] = None,
@@ -103,6 +105,14 @@ def enhance(
         channel, or a number (or one per channel); ``gain`` (default 1) scales
         the signal above the dark level, e.g. 10 for a 10x longer exposure.
         The result is in the input's units, clipped only to the dtype's range.
+    binning : "auto", 1, 2, 3 or 4
+        Linear intensity model: restore f x f binned pixels, cycle-spun back to
+        the full pixel grid (:mod:`msrnet_napari.binning`; linear, no
+        interpolation). "auto"/None: 2 for channels whose signal-to-noise ratio
+        (scale / background noise) is below
+        :data:`msrnet_napari.linear_intensity.BINNING_SNR` (a few photons per
+        pixel), else 1; 1 always keeps the network's full resolution. The
+        decision records it.
     scaling : IntensityDecision, optional
         A decision from :func:`msrnet_napari.scaling_for` (or an earlier call's
         ``return_decision``), e.g. the whole stack's, to enhance one plane alike.
@@ -131,7 +141,7 @@ def enhance(
     lazy = is_dask(array)
     data = array if lazy else _as_checked_array(array)
     options = IntensityOptions(rgb, channel_axis, bit_depth, intensity_range, exposure_gain,
-                               offset, gain, dtype)
+                               offset, gain, dtype, binning)
     if scaling is None:
         checkpoint, scaling = _decide(data, model, weights, options)
     else:
@@ -158,6 +168,7 @@ def scaling_for(
     exposure_gain: Optional[float] = None,
     offset: Any = None,
     gain: Optional[float] = None,
+    binning: Any = None,
     dtype: Any = None,
 ) -> IntensityDecision:
     """The intensity decision :func:`enhance` takes for the whole ``array`` (numpy or
@@ -167,7 +178,7 @@ def scaling_for(
     """
     data = array if is_dask(array) else _as_checked_array(array)
     options = IntensityOptions(rgb, channel_axis, bit_depth, intensity_range, exposure_gain,
-                               offset, gain, dtype)
+                               offset, gain, dtype, binning)
     return _decide(data, model, weights, options)[1]
 
 
@@ -284,7 +295,7 @@ def _enhance_planes(data: np.ndarray, decision: IntensityDecision, engine, *,
         tile = max(height, width)
     planes = layout.to_planes(work)
     out = np.empty((layout.n_planes, *layout.plane_shape), dtype=decision.out_dtype)
-    bands = _bands(height, width, tile, engine.receptive_radius)
+    bands = _bands(height, width, tile, halo(decision.max_binning, engine.receptive_radius))
     tiles_x = -(-width // tile)
     band_tiles = [-(-(in1 - in0) // tile) * tiles_x for in0, in1, _, _ in bands]
     report = _JobProgress(layout.n_planes * sum(band_tiles), progress, cancel)
@@ -294,9 +305,11 @@ def _enhance_planes(data: np.ndarray, decision: IntensityDecision, engine, *,
             if cancel is not None and cancel.is_set():
                 raise Cancelled("enhancement cancelled")
             try:
-                result = engine.run(io.to_network(i, plane[in0:in1]), tile=tile,
-                                    threads=_threads_for(in1 - in0, width, tile, threads),
-                                    progress=report.callback())
+                # the CPU engine decides how many of `threads` pay for this band
+                # (and may cut the tile smaller): cpp/engine_cpu.cpp, "work split"
+                result = run_binned(
+                    lambda u, cb: engine.run(u, tile=tile, threads=threads, progress=cb),
+                    io.to_network(i, plane[in0:in1]), io.binning(i), report.callback(n_tiles))
             except Cancelled:
                 report.raise_callback_error()  # the callback's own error, not "cancelled"
                 raise
@@ -308,20 +321,6 @@ def _enhance_planes(data: np.ndarray, decision: IntensityDecision, engine, *,
     return np.moveaxis(result, 0, -1) if work is not data else result
 
 
-#: below this many pixels per tile a thread team costs more than it gives (the engine
-#: splits each tile's rows between threads: a 1-row tile leaves all but one thread idle
-#: at every layer's barrier, which on a loaded machine made a 1 x 2000 image 150x slower)
-MIN_PIXELS_PER_THREAD = 64 * 64
-
-
-def _threads_for(rows: int, width: int, tile: int, threads: int) -> int:
-    """The thread count for one band: 1 when its tiles are too small to share."""
-    tile_pixels = min(rows, tile) * min(width, tile)
-    if tile_pixels < 2 * MIN_PIXELS_PER_THREAD or min(rows, tile) < 8:
-        return 1
-    return threads
-
-
 class _JobProgress:
     """Turns the engine's per-call (done, total) into whole-job progress."""
 
@@ -329,14 +328,22 @@ class _JobProgress:
         self.total, self.base, self.progress, self.cancel = total, 0, progress, cancel
         self.error: Optional[BaseException] = None
 
-    def callback(self):
+    def callback(self, n_tiles: int):
+        """The engine callback of one call worth ``n_tiles`` of the job's tiles.
+
+        The engine counts its own tiles (it may cut the requested tile smaller);
+        its (done, total) is scaled to ``n_tiles`` and reported when it grows.
+        """
         if self.progress is None and self.cancel is None:
             return None
+        last = [0]
 
-        def report(done: int, _total: int) -> bool:
+        def report(done: int, total: int) -> bool:
             try:
-                if self.progress is not None:
-                    self.progress(self.base + done, self.total)
+                now = done * n_tiles // max(1, total)
+                if self.progress is not None and now > last[0]:
+                    last[0] = now
+                    self.progress(self.base + now, self.total)
                 return not (self.cancel is not None and bool(self.cancel.is_set()))
             except BaseException as exc:  # noqa: BLE001 - re-raised by enhance()
                 self.error = exc
@@ -398,7 +405,7 @@ def _enhance_dask(array, checkpoint: Checkpoint, decision: IntensityDecision, *,
                   device):
     """Lazy enhancement: each block is enhanced with a halo of the receptive radius,
     under the whole array's decision (so the result equals the eager one)."""
-    radius = checkpoint.config.receptive_radius
+    radius = halo(decision.max_binning, checkpoint.config.receptive_radius)
     layout = resolve_layout(tuple(array.shape), rgb=decision.rgb, channel_axis=decision.channel_axis)
     y, x = layout.spatial_axes
     depth = {ax: 0 for ax in range(array.ndim)}

@@ -257,6 +257,21 @@ def _evaluate_job(job):
     return name, set_name, param, evaluate(fn, param, items, prepared), time.time() - t
 
 
+def _job_key(job) -> str:
+    return f"{job[0]}|{job[3]}|{job[2]}"
+
+
+def _load_cache(args) -> tuple[dict, str]:
+    """The cached baseline results, valid only for the same data, size and image count."""
+    import json
+
+    key = f"{Path(args.data).resolve()}|size={args.size}|n={args.max_images}"
+    if not args.cache or not Path(args.cache).exists():
+        return {}, key
+    stored = json.loads(Path(args.cache).read_text())
+    return (stored["results"] if stored.get("key") == key else {}), key
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
@@ -265,6 +280,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fast", action="store_true")
     ap.add_argument("--no-bm3d", action="store_true")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes for the grid")
+    ap.add_argument("--cache", help="JSON file keeping the baselines' results (not ours) between "
+                                    "runs with the same --size / --max-images / --data")
+    ap.add_argument("--only-baselines", action="store_true", help="fill the cache and stop")
     args = ap.parse_args(argv)
     if args.fast:
         args.max_images = 4
@@ -291,6 +309,11 @@ def main(argv=None) -> int:
         for name, fn, params in methods:
             jobs += [(name, fn, p, set_name, items, prepared) for p in params]
     grid: dict[tuple[str, str], list] = {}
+    cache, key = _load_cache(args)
+    if args.only_baselines:
+        jobs = [j for j in jobs if not j[0].startswith("ours")]
+    cached = [j for j in jobs if _job_key(j) in cache]
+    jobs = [j for j in jobs if _job_key(j) not in cache]
     if args.jobs > 1:
         from concurrent.futures import ProcessPoolExecutor
 
@@ -298,6 +321,16 @@ def main(argv=None) -> int:
             done = list(pool.map(_evaluate_job, jobs))
     else:
         done = [_evaluate_job(j) for j in jobs]
+    if args.cache:
+        import json
+
+        for name, set_name, p, r, _s in done:
+            if not name.startswith("ours"):
+                cache[_job_key((name, None, p, set_name))] = [float(v) for v in r]
+        Path(args.cache).write_text(json.dumps({"key": key, "results": cache}, indent=0))
+    done += [(j[0], j[3], j[2], np.asarray(cache[_job_key(j)]), 0.0) for j in cached]
+    if args.only_baselines:
+        return 0
     for name, set_name, p, r, seconds in done:
         grid.setdefault((name, set_name), []).append((r, p))
         print(f"  {set_name:6s} {name:20s} param {p}: PSNR {r[0]:6.2f} SSIM {r[1]:.3f} "

@@ -119,7 +119,7 @@ def test_photo_only_options_are_refused_for_linear_and_vice_versa():
 
 def test_identity_network_returns_the_input_in_its_units():
     img = camera(blobs()[0])
-    out, d = enhance(img, weights=LINEAR_ID, return_decision=True)
+    out, d = enhance(img, weights=LINEAR_ID, binning=1, return_decision=True)
     assert out.dtype == np.uint16 and out.shape == img.shape
     assert d.intensity == "linear" and d.model == "checkpoint"
     assert np.abs(out.astype(int) - img.astype(int)).max() <= 2  # linear, no tone curve
@@ -128,12 +128,12 @@ def test_identity_network_returns_the_input_in_its_units():
 
 def test_gain_scales_the_signal_above_the_dark_level_and_clips_at_dtype_max():
     img = camera(blobs()[0], offset=100)
-    out = enhance(img, weights=LINEAR_ID, offset=100, gain=4.0)
+    out = enhance(img, weights=LINEAR_ID, binning=1, offset=100, gain=4.0)
     expected = np.clip(100 + 4.0 * (img.astype(float) - 100), 0, 65535)
     assert np.abs(out.astype(float) - expected).max() <= 6
     hot = img.copy()
     hot[10, 10] = 4095
-    out = enhance(hot, weights=LINEAR_ID, offset=100, gain=40.0)
+    out = enhance(hot, weights=LINEAR_ID, binning=1, offset=100, gain=40.0)
     assert out[10, 10] == 65535  # clipped at the dtype's max only, never wrapped
     assert out.max() == 65535 and out.min() >= 0
 
@@ -145,7 +145,7 @@ def test_offset_is_used_as_given_and_recorded():
     assert ch.dark == 250 and ch.dark_given
     auto = scaling_for(img, weights=LINEAR_ID).linear.channels[0]
     assert abs(auto.dark - 300) <= 1.5 and not auto.dark_given
-    out = enhance(img, weights=LINEAR_ID, offset=250, gain=2.0)
+    out = enhance(img, weights=LINEAR_ID, binning=1, offset=250, gain=2.0)
     np.testing.assert_allclose(np.median(out), 250 + 2 * (np.median(img) - 250), atol=3)
 
 
@@ -155,7 +155,7 @@ def test_pixels_above_the_network_range_pass_through():
     d = scaling_for(img, weights=LINEAR_ID)
     ch = d.linear.channels[0]
     assert PEDESTAL + SPAN * (4000 - ch.dark) / ch.scale > UPPER_CLIP
-    out = enhance(img, weights=LINEAR_ID)
+    out = enhance(img, weights=LINEAR_ID, binning=1)
     assert out[64, 64] == 4000  # not saturated at the network's ceiling
 
 
@@ -163,9 +163,9 @@ def test_stack_and_dask_use_the_whole_arrays_decision():
     da = pytest.importorskip("dask.array")
     clean, _ = blobs()
     frames = np.stack([camera(clean * f, seed=i) for i, f in enumerate((1.0, 0.6, 0.3))])
-    eager, d = enhance(frames, weights=LINEAR_ID, return_decision=True)
+    eager, d = enhance(frames, weights=LINEAR_ID, binning=1, return_decision=True)
     assert len(d.linear.channels) == 1  # one decision for the whole stack
-    lazy = enhance(da.from_array(frames, chunks=(1, 64, 64)), weights=LINEAR_ID)
+    lazy = enhance(da.from_array(frames, chunks=(1, 64, 64)), weights=LINEAR_ID, binning=1)
     np.testing.assert_array_equal(np.asarray(lazy), eager)
     # bleaching is kept: frame means still fall like the input's (not normalised per frame)
     ratios_in = frames.reshape(3, -1).mean(1) - 100
@@ -179,19 +179,19 @@ def test_stack_and_dask_use_the_whole_arrays_decision():
 def test_channels_get_their_own_dark_level():
     clean, _ = blobs()
     two = np.stack([camera(clean, offset=100), camera(clean, offset=1000, seed=3)])
-    out, d = enhance(two, weights=LINEAR_ID, channel_axis=0, return_decision=True)
+    out, d = enhance(two, weights=LINEAR_ID, binning=1, channel_axis=0, return_decision=True)
     darks = [c.dark for c in d.linear.channels]
     assert abs(darks[0] - 100) < 2 and abs(darks[1] - 1000) < 2
     assert np.abs(out.astype(int) - two.astype(int)).max() <= 3
     da = pytest.importorskip("dask.array")
-    lazy = enhance(da.from_array(two, chunks=(1, 64, 64)), weights=LINEAR_ID, channel_axis=0)
+    lazy = enhance(da.from_array(two, chunks=(1, 64, 64)), weights=LINEAR_ID, binning=1, channel_axis=0)
     np.testing.assert_array_equal(np.asarray(lazy), out)
 
 
 def test_rgb_shaped_linear_data_is_three_channels():
     clean, _ = blobs()
     comp = np.stack([camera(clean, offset=o, seed=o) for o in (100, 200, 400)], axis=-1)
-    out, d = enhance(comp, weights=LINEAR_ID, return_decision=True)
+    out, d = enhance(comp, weights=LINEAR_ID, binning=1, return_decision=True)
     assert out.shape == comp.shape and len(d.linear.channels) == 3
     assert np.abs(out.astype(int) - comp.astype(int)).max() <= 3  # channels are not mixed
 
@@ -199,16 +199,16 @@ def test_rgb_shaped_linear_data_is_three_channels():
 def test_float_and_wide_integer_data_keep_their_units():
     clean, _ = blobs()
     f = (1000.0 + 5000.0 * clean + np.random.default_rng(0).normal(0, 20, clean.shape))
-    out = enhance(f, weights=LINEAR_ID)
+    out = enhance(f, weights=LINEAR_ID, binning=1)
     assert out.dtype == np.float64
     np.testing.assert_allclose(out, f, atol=0.01 * 5000)
     for dt in (np.uint32, np.int32, np.int16, np.int64):
         img = (camera(clean).astype(np.int64) + 20).astype(dt)
-        res = enhance(img, weights=LINEAR_ID)
+        res = enhance(img, weights=LINEAR_ID, binning=1)
         assert res.dtype == dt and np.abs(res.astype(np.int64) - img.astype(np.int64)).max() <= 3
     white = np.full((32, 32), np.iinfo(np.uint32).max, np.uint32)
     white[:16] = 0
-    res = enhance(white, weights=LINEAR_ID, offset=0)
+    res = enhance(white, weights=LINEAR_ID, binning=1, offset=0)
     assert res[20, 20] == np.iinfo(np.uint32).max  # the white level never wraps to 0
 
 

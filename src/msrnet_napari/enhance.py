@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from .binning import halo, run_binned
 from .checkpoint import Checkpoint
 from .intensity import (
     BAND_PIXELS,
@@ -53,6 +54,7 @@ def enhance(
     intensity_range: Optional[tuple[float, float]] = None,
     offset: Any = None,
     gain: Optional[float] = None,
+    binning: Any = None,
     dtype: Any = None,
     exposure_gain: Optional[float] = None,
     scaling: Optional[IntensityDecision] = None,
@@ -103,6 +105,14 @@ def enhance(
         channel, or a number (or one per channel); ``gain`` (default 1) scales
         the signal above the dark level, e.g. 10 for a 10x longer exposure.
         The result is in the input's units, clipped only to the dtype's range.
+    binning : "auto", 1, 2, 3 or 4
+        Linear intensity model: restore f x f binned pixels, cycle-spun back to
+        the full pixel grid (:mod:`msrnet_napari.binning`; linear, no
+        interpolation). "auto"/None: 2 for channels whose signal-to-noise ratio
+        (scale / noise at the bright structures) is below
+        :data:`msrnet_napari.linear_intensity.BINNING_SNR` (a few photons per
+        pixel: ``benchmarks/calibrate_binning.py``), else 1; 1 always keeps the
+        network's full resolution. The decision records it (``describe()``).
     scaling : IntensityDecision, optional
         A decision from :func:`msrnet_napari.scaling_for` (or an earlier call's
         ``return_decision``), e.g. the whole stack's, to enhance one plane alike.
@@ -131,7 +141,7 @@ def enhance(
     lazy = is_dask(array)
     data = array if lazy else _as_checked_array(array)
     options = IntensityOptions(rgb, channel_axis, bit_depth, intensity_range, exposure_gain,
-                               offset, gain, dtype)
+                               offset, gain, dtype, binning)
     if scaling is None:
         checkpoint, scaling = _decide(data, model, weights, options)
     else:
@@ -158,6 +168,7 @@ def scaling_for(
     exposure_gain: Optional[float] = None,
     offset: Any = None,
     gain: Optional[float] = None,
+    binning: Any = None,
     dtype: Any = None,
 ) -> IntensityDecision:
     """The intensity decision :func:`enhance` takes for the whole ``array`` (numpy or
@@ -167,7 +178,7 @@ def scaling_for(
     """
     data = array if is_dask(array) else _as_checked_array(array)
     options = IntensityOptions(rgb, channel_axis, bit_depth, intensity_range, exposure_gain,
-                               offset, gain, dtype)
+                               offset, gain, dtype, binning)
     return _decide(data, model, weights, options)[1]
 
 
@@ -284,7 +295,7 @@ def _enhance_planes(data: np.ndarray, decision: IntensityDecision, engine, *,
         tile = max(height, width)
     planes = layout.to_planes(work)
     out = np.empty((layout.n_planes, *layout.plane_shape), dtype=decision.out_dtype)
-    bands = _bands(height, width, tile, engine.receptive_radius)
+    bands = _bands(height, width, tile, halo(decision.max_binning, engine.receptive_radius))
     tiles_x = -(-width // tile)
     band_tiles = [-(-(in1 - in0) // tile) * tiles_x for in0, in1, _, _ in bands]
     report = _JobProgress(layout.n_planes * sum(band_tiles), progress, cancel)
@@ -296,8 +307,9 @@ def _enhance_planes(data: np.ndarray, decision: IntensityDecision, engine, *,
             try:
                 # the CPU engine decides how many of `threads` pay for this band
                 # (and may cut the tile smaller): cpp/engine_cpu.cpp, "work split"
-                result = engine.run(io.to_network(i, plane[in0:in1]), tile=tile,
-                                    threads=threads, progress=report.callback(n_tiles))
+                result = run_binned(
+                    lambda u, cb: engine.run(u, tile=tile, threads=threads, progress=cb),
+                    io.to_network(i, plane[in0:in1]), io.binning(i), report.callback(n_tiles))
             except Cancelled:
                 report.raise_callback_error()  # the callback's own error, not "cancelled"
                 raise
@@ -393,7 +405,7 @@ def _enhance_dask(array, checkpoint: Checkpoint, decision: IntensityDecision, *,
                   device):
     """Lazy enhancement: each block is enhanced with a halo of the receptive radius,
     under the whole array's decision (so the result equals the eager one)."""
-    radius = checkpoint.config.receptive_radius
+    radius = halo(decision.max_binning, checkpoint.config.receptive_radius)
     layout = resolve_layout(tuple(array.shape), rgb=decision.rgb, channel_axis=decision.channel_axis)
     y, x = layout.spatial_axes
     depth = {ax: 0 for ax in range(array.ndim)}

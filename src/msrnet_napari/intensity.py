@@ -30,6 +30,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .binning import check_factor
 from .checkpoint import Checkpoint
 from .exposure import (
     ExposureSummary,
@@ -86,6 +87,11 @@ class IntensityDecision:
         return f"model {self.model} ({self.intensity} intensities): {body}"
 
     # -- used by enhance() ---------------------------------------------------------
+    @property
+    def max_binning(self) -> int:
+        """The largest binning factor of any channel (1 = none; sets the halo)."""
+        return max((c.binning for c in self.linear.channels), default=1) if self.linear else 1
+
     def layout_for(self, shape: tuple[int, ...]) -> Layout:
         """Planes of an array of ``shape`` (the whole array or one of its blocks)."""
         if self.intensity == "linear" and self.rgb:  # colour axis = channels, moved first
@@ -107,6 +113,7 @@ class IntensityOptions:
     offset: Any = None
     gain: Optional[float] = None
     dtype: Any = None
+    binning: Any = None
 
     def given(self) -> list[str]:
         """The names of the options that were given (not None), sorted."""
@@ -124,6 +131,7 @@ def decide(array: Any, checkpoint: Checkpoint, options: IntensityOptions, *,
     rgb, channel_axis, dtype = options.rgb, options.channel_axis, options.dtype
     bit_depth, intensity_range = options.bit_depth, options.intensity_range
     exposure_gain, offset, gain = options.exposure_gain, options.offset, options.gain
+    binning = options.binning
     check_dtype(array.dtype)
     layout = resolve_layout(tuple(array.shape), rgb=rgb, channel_axis=channel_axis)
     out_dtype = np.dtype(dtype) if dtype is not None else np.dtype(array.dtype)
@@ -138,8 +146,9 @@ def decide(array: Any, checkpoint: Checkpoint, options: IntensityOptions, *,
                                  "model is linear (use offset= and gain=)")
         decision = IntensityDecision(**base)
         return replace(decision, linear=_linear_mapping(array, decision, offset=offset, gain=gain,
-                                                        intensity_range=intensity_range))
-    for name, value in (("offset", offset), ("gain", gain)):
+                                                        intensity_range=intensity_range,
+                                                        binning=binning))
+    for name, value in (("offset", offset), ("gain", gain), ("binning", binning)):
         if value is not None:
             raise ValueError(f"{name} applies to the linear (microscopy) intensity model; the "
                              f"{model} model is for photos (use intensity_range= / exposure_gain=)")
@@ -247,8 +256,8 @@ def _positive(name: str, value: Any) -> float:
 
 # --------------------------------------------------------------------------- linear
 
-def _linear_mapping(array, decision: IntensityDecision, *, offset, gain, intensity_range
-                    ) -> LinearMapping:
+def _linear_mapping(array, decision: IntensityDecision, *, offset, gain, intensity_range,
+                    binning=None) -> LinearMapping:
     layout = decision.layout_for(tuple(array.shape))
     work = np.moveaxis(array, -1, 0) if decision.rgb else array
     if layout.channel_axis is None:
@@ -266,14 +275,29 @@ def _linear_mapping(array, decision: IntensityDecision, *, offset, gain, intensi
             if not (np.isfinite(low) and np.isfinite(high) and high > low):
                 raise ValueError(f"intensity_range must be finite with high > low, got "
                                  f"({low:g}, {high:g})")
-            channels.append(ChannelMapping(dark=low, scale=high - low, dark_given=True))
+            # no noise estimate from a given range: "auto" keeps the full resolution
+            auto = binning is None or (isinstance(binning, str) and binning == "auto")
+            factor = 1 if auto else check_factor(binning)
+            channels.append(ChannelMapping(dark=low, scale=high - low, dark_given=True,
+                                           binning=factor))
             continue
         nd = view.ndim
         sample = strided_sample(view, (nd - 2, nd - 1))
         sample = np.asarray(sample.compute() if is_dask(sample) else sample)
         check_finite(sample)
-        channels.append(decide_channel(sample, integer=integer, dark=dark))
+        channels.append(decide_channel(sample, integer=integer, dark=dark, binning=binning,
+                                       plane=_noise_plane(view)))
     return LinearMapping(tuple(channels), gain=1.0 if gain is None else _positive("gain", gain))
+
+
+def _noise_plane(view, size: int = 1024) -> np.ndarray:
+    """A central crop (at most size x size) of the middle plane: the pixels the binning
+    rule's noise estimate looks at (neighbours are needed, so not the strided sample)."""
+    lead = tuple(n // 2 for n in view.shape[:-2])
+    h, w = view.shape[-2:]
+    y0, x0 = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    crop = view[lead + (slice(y0, y0 + size), slice(x0, x0 + size))]
+    return np.asarray(crop.compute() if is_dask(crop) else crop)
 
 
 def _take(array, axis: int, index: int):
@@ -327,6 +351,10 @@ class PlaneIO:
         if p.exposure_gain != 1.0:
             unit = apply_exposure_gain(unit, p.exposure_gain, p.exposure_space)
         return unit
+
+    def binning(self, i: int) -> int:
+        """The binning factor of plane ``i`` (1 = full resolution)."""
+        return self._channel(i).binning if self.decision.linear is not None else 1
 
     def write(self, i: int, result: np.ndarray, raw: np.ndarray, out: np.ndarray) -> None:
         """Store the network output ``result`` (rows matching ``raw``) into ``out``."""

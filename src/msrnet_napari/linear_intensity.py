@@ -19,6 +19,11 @@ array (every plane of a stack, every dask block)::
   bias the background upwards; values down to dark - 0.625 scale pass), and
   objects up to ~9x the reference stay in the network's range; brighter ones
   are passed through unchanged.
+* ``binning``: below a signal-to-noise ratio (scale / noise at the bright
+  structures, :func:`signal_noise`) of
+  :data:`BINNING_SNR` the network restores 2 x 2 binned pixels, cycle-spun back to
+  the full grid (:mod:`msrnet_napari.binning`): at a few photons per pixel that
+  beats the full-resolution pass (``benchmarks/calibrate_binning.py``, training data).
 * ``gain`` (default 1: a *restored* image in the input's units) multiplies the
   signal above the dark level, like a longer exposure would; results are
   clipped only to the output dtype's range.
@@ -31,16 +36,18 @@ so the network sees at inference what it saw in training.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .binning import check_factor
 from .normalize import cast_to
 
 __all__ = [
     "PEDESTAL", "SPAN", "UPPER_CLIP", "half_sample_mode", "REFERENCE_PERCENTILE", "SAMPLE_PIXELS",
-    "ChannelMapping", "LinearMapping", "decide_channel", "estimate_dark_level",
+    "ChannelMapping", "LinearMapping", "decide_channel", "estimate_dark_level", "BINNING_SNR",
+    "choose_binning",
     "strided_sample",
 ]
 
@@ -48,6 +55,10 @@ PEDESTAL = 0.25  # network value of the dark level (room below it for noise and 
 SPAN = 0.4  # network value of the reference level, above the pedestal
 REFERENCE_PERCENTILE = 99.9
 LOW_FRACTION = 0.3  # the background is searched among the darkest 30 % of the values
+#: below this signal-to-noise ratio (scale / noise at the bright structures) a channel is restored
+#: 2 x 2 binned (cycle-spun): the crossover measured on training data by
+#: ``benchmarks/calibrate_binning.py``
+BINNING_SNR = 10.0
 SAMPLE_PIXELS = 1 << 20  # the statistics use at most about this many pixels per channel
 LOWER_CLIP = 0.0  # network input floor: f1's log(1 + v x) needs x > -1/max(v)
 #: network input ceiling (~9x the reference level). Brighter pixels (star cores,
@@ -62,8 +73,18 @@ class ChannelMapping:
 
     dark: float
     scale: float
-    noise: float = float("nan")  # robust std of the background (for information)
+    noise: float = float("nan")  # robust std of the background
     dark_given: bool = False
+    binning: int = 1  # f: restore f x f binned pixels, cycle-spun (msrnet_napari.binning)
+    signal_noise: float = float("nan")  # noise std at the bright structures (signal_noise();
+    # NaN when the plane has too few bright pixels: snr then uses the background noise)
+
+    @property
+    def snr(self) -> float:
+        """scale / noise at the bright structures (about sqrt(photons) at the reference
+        level for shot-noise-limited data): the ratio the binning rule reads."""
+        noise = self.signal_noise if self.signal_noise > 0 else self.noise  # NaN: too few
+        return self.scale / noise if noise > 0 else math.inf
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.dark) and math.isfinite(self.scale) and self.scale > 0):
@@ -112,7 +133,10 @@ class LinearMapping:
         for i, ch in enumerate(self.channels):
             label = f"ch{i}: " if len(self.channels) > 1 else ""
             how = "given" if ch.dark_given else "auto"
-            parts.append(f"{label}dark {ch.dark:.6g} ({how}), scale {ch.scale:.6g}")
+            text = f"{label}dark {ch.dark:.6g} ({how}), scale {ch.scale:.6g}"
+            if ch.binning > 1:
+                text += f", binning {ch.binning}x{ch.binning} (SNR {ch.snr:.3g})"
+            parts.append(text)
         return "; ".join(parts) + f"; gain {self.gain:g}"
 
 
@@ -203,8 +227,31 @@ def estimate_dark_level(values: np.ndarray, iterations: int = 10) -> tuple[float
     return dark, sigma
 
 
-def decide_channel(sample: np.ndarray, *, integer: bool, dark: Optional[float] = None
-                   ) -> ChannelMapping:
+def signal_noise(plane: np.ndarray, dark: float, scale: float) -> float:
+    """Noise std at the bright structures of one 2-D plane: the RMS of the diagonal
+    (Haar HH) detail of 2 x 2 blocks whose mean lies above ``dark + scale / 4``. For white
+    noise that detail has the pixel noise's variance, while smooth structures (a
+    microscope's blur) give almost none; unlike the background noise it grows with the
+    signal's shot noise. NaN when fewer than 32 such blocks exist."""
+    p = np.asarray(plane, dtype=np.float64)
+    h, w = p.shape[0] // 2 * 2, p.shape[1] // 2 * 2
+    a, b = p[0:h:2, 0:w:2], p[0:h:2, 1:w:2]
+    c, d = p[1:h:2, 0:w:2], p[1:h:2, 1:w:2]
+    bright = (a + b + c + d) / 4 > dark + 0.25 * scale
+    hh = ((a - b - c + d) / 2)[bright]
+    if hh.size < 32:
+        return float("nan")
+    return float(np.sqrt(np.mean(hh * hh)))
+
+
+def choose_binning(snr: float) -> int:
+    """The binning factor for a channel of this signal-to-noise ratio
+    (:attr:`ChannelMapping.snr`): 2 below :data:`BINNING_SNR`, else 1."""
+    return 2 if snr < BINNING_SNR else 1
+
+
+def decide_channel(sample: np.ndarray, *, integer: bool, dark: Optional[float] = None,
+                   binning: Any = "auto", plane: Optional[np.ndarray] = None) -> ChannelMapping:
     """The mapping of one channel from a sample of its values (see the module docstring)."""
     v = np.asarray(sample, dtype=np.float64).ravel()
     if v.size == 0:
@@ -224,4 +271,12 @@ def decide_channel(sample: np.ndarray, *, integer: bool, dark: Optional[float] =
     ref = float(np.percentile(v, REFERENCE_PERCENTILE)) - dark
     unit = 1.0 if integer else max(abs(dark), float(np.max(np.abs(v))), 1e-30) * 1e-6
     scale = max(ref, 3.0 * noise, unit)
-    return ChannelMapping(dark=dark, scale=scale, noise=noise, dark_given=given)
+    sn = signal_noise(plane, dark, scale) if plane is not None else float("nan")
+    mapping = ChannelMapping(dark=dark, scale=scale, noise=noise, dark_given=given,
+                             signal_noise=sn)
+    factor = choose_binning(mapping.snr) if _is_auto(binning) else check_factor(binning)
+    return replace(mapping, binning=factor)
+
+
+def _is_auto(binning: Any) -> bool:
+    return binning is None or (isinstance(binning, str) and binning == "auto")

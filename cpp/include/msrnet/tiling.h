@@ -1,10 +1,12 @@
-// Tiles with a halo, and the one tile loop of both engines (header-only).
+// Tiles with a halo (both engines), and the sequential tile loop of the CUDA
+// engine (header-only).  The CPU engine runs the same TileGrid with threads that
+// take whole tiles (engine_cpu.cpp, "work split").
 //
 // An image of H x W pixels is cut into output tiles of `tile` x `tile` pixels
 // (row-major; the last row / column of tiles is cut by the image). Each tile is
 // computed from its region: the tile grown by the halo (the net's receptive
 // radius, 1 + depth) and clipped to the image, so tiled output equals untiled
-// output. for_each_tile runs the tiles, reports progress and cancels.
+// output. for_each_tile runs the tiles in order, reports progress and cancels.
 #pragma once
 
 #include <algorithm>

@@ -361,8 +361,9 @@ void CpuEngine::Impl::forward_tile(const float* in, float* out, int H, int W, co
 // plan_run has two rules:
 //  * Tile: the requested tile, cut smaller (into the image's height or width
 //    over k = 2 .. 2 x cores, >= kMinSplitTile) only when that shortens the
-//    estimated run on all the machine's cores by >= 10 %: small images, or
-//    images with fewer (or lopsided) tiles than cores.  It depends on the image,
+//    estimated run on the machine's cores (as many as the thread rule below
+//    would start) by >= 10 %: small images, or fewer (or lopsided) tiles than
+//    cores.  It depends on the image,
 //    the tile and the machine, never on `threads`, so bit-identity holds.
 //  * Threads: min(requested, tiles, work / kMinWorkPerThread): a thread is
 //    only started when it gets enough work to outweigh waiting for it on a busy
@@ -392,6 +393,12 @@ double makespan(const TileGrid& grid, int p) {
     return *std::max_element(busy.begin(), busy.end());
 }
 
+// The thread rule: at most `threads`, one per tile, one per kMinWorkPerThread.
+int useful_threads(const TileGrid& grid, int threads) {
+    const int by_work = static_cast<int>(total_work(grid) / kMinWorkPerThread);
+    return std::max(1, std::min({threads, grid.count(), by_work}));
+}
+
 }  // namespace
 
 int cpu_count() { return hardware_threads(); }
@@ -404,13 +411,14 @@ RunPlan plan_run(int H, int W, int tile, int threads, int halo, int cores) {
     const TileGrid grid(H, W, tile, halo);
     if (grid.count() == 0) return plan;
     {  // candidates exist only when H or W < 2 * cores * tile
-        const double base = makespan(grid, cores);
+        const double base = makespan(grid, useful_threads(grid, cores));
         double best = base;
         // candidate edges: the image's height or width cut into k equal parts
         for (int k = 2; k <= 2 * cores; ++k)
             for (int edge : {(H + k - 1) / k, (W + k - 1) / k}) {
                 if (edge >= tile || edge < kMinSplitTile) continue;
-                const double t = makespan(TileGrid(H, W, edge, halo), cores);
+                const TileGrid cut(H, W, edge, halo);
+                const double t = makespan(cut, useful_threads(cut, cores));
                 if (t < best && t <= 0.9 * base) {
                     best = t;
                     plan.tile = edge;
@@ -419,8 +427,7 @@ RunPlan plan_run(int H, int W, int tile, int threads, int halo, int cores) {
     }
     const TileGrid used(H, W, plan.tile, halo);
     plan.tiles = used.count();
-    const int by_work = static_cast<int>(total_work(used) / kMinWorkPerThread);
-    plan.threads = std::max(1, std::min({threads, plan.tiles, by_work}));
+    plan.threads = useful_threads(used, threads);
     return plan;
 }
 

@@ -108,6 +108,8 @@ def test_plan_rules():
         # the cut does not depend on the thread count (bit-identity)
         assert eng.plan(h, w, t, 1)[:2] == eng.plan(h, w, t, 8)[:2] == (tile, tiles)
     assert r == DEFAULT.receptive_radius
+    # too little work for a second thread: the tile is not cut for nothing
+    assert eng.plan(128, 128, 256, 2) == (256, 1, 1)
     assert eng.plan(0, 10)[1] == 0
     with pytest.raises(ValueError):
         eng.plan(10, 10, 0)

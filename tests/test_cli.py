@@ -197,6 +197,72 @@ def test_bit_depth_option(weights, tmp_path):
                                   _expected(a, w, rgb=False, bit_depth=16))
 
 
+@pytest.fixture
+def linear_weights(engine, tmp_path, monkeypatch):
+    """(extra CLI args, weights for enhance()) naming the same random linear model."""
+    config = MSRNetConfig(depth=2, width=8, intensity="linear")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        ckpt = random_weights(config, seed=1)
+        monkeypatch.setattr(cli, "_resolve_weights", lambda *args: ckpt)
+        return [], ckpt
+    from msrnet_napari.training.model import MSRNet, init_weights, save_checkpoint
+
+    path = save_checkpoint(init_weights(MSRNet(config), seed=1), tmp_path / "linear.pt")
+    return ["--weights", str(path)], str(path)
+
+
+def _starved(shape, photons=4.0, seed=0):
+    """A few photons per pixel over a dark level of 100: the core bins it 2 x 2 (auto)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    clean = np.exp(-((yy - shape[0] / 3) ** 2 + (xx - shape[1] / 2) ** 2) / 72.0)
+    counts = rng.poisson(photons * clean) + rng.normal(0, 1.5, shape)
+    return np.clip(np.rint(100 + counts), 0, 65535).astype(np.uint16)
+
+
+def _decision_lines(err):
+    return [line for line in err.splitlines() if "intensities):" in line]
+
+
+def test_binning_option(linear_weights, tmp_path, capsys):
+    """--binning is the user's choice passed to the core; auto is the core's rule."""
+    args, w = linear_weights
+    a = _starved((96, 90))
+    tifffile.imwrite(tmp_path / "s.tif", a)
+    assert _run([tmp_path / "s.tif", "-o", tmp_path / "auto"], args, quiet=False) == 0
+    lines = _decision_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "binning 2x2" in lines[0]
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "auto" / "s_msrnet.tif"),
+                                  _expected(a, w, rgb=False))
+    assert _run([tmp_path / "s.tif", "-o", tmp_path / "off", "--binning", "1"], args,
+                quiet=False) == 0
+    lines = _decision_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "binning" not in lines[0]
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "off" / "s_msrnet.tif"),
+                                  _expected(a, w, rgb=False, binning=1))
+    assert _run([tmp_path / "s.tif", "-o", tmp_path / "b3", "--binning", "3"], args,
+                quiet=False) == 0
+    assert "binning 3x3" in _decision_lines(capsys.readouterr().err)[0]
+
+
+def test_binning_is_refused_by_the_photo_model(weights, tmp_path, capsys):
+    args, _ = weights
+    imageio.imwrite(tmp_path / "p.png", _dark((32, 32, 3), np.uint8))
+    assert _run([tmp_path / "p.png", "-o", tmp_path / "o", "--binning", "2"], args) == 1
+    assert "binning applies to the linear" in capsys.readouterr().err
+    assert _run([tmp_path / "p.png", "-o", tmp_path / "o"], args) == 0  # auto: nothing passed
+
+
+@pytest.mark.parametrize("value", ["0", "5", "two", "1.5", ""])
+def test_bad_binning_is_a_usage_error(value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["a.tif", "-o", "o", "--binning", value])
+    assert exc.value.code == 2
+    assert "--binning: must be 'auto' or a binning factor 1..4" in capsys.readouterr().err
+
+
 def test_png_to_tif(weights, tmp_path):
     args, w = weights
     src = tmp_path / "a.png"
@@ -372,7 +438,7 @@ def test_help(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     for word in ("msrnet-enhance", "--weights", "--tile", "--threads", "--device", "--suffix",
-                 "--format", "--overwrite", "--quiet", "quality 95"):
+                 "--format", "--overwrite", "--quiet", "quality 95", "--binning"):
         assert word in out
 
 

@@ -448,6 +448,61 @@ def test_big_tiff_read_lazily_equals_the_eager_read(case, photo, tmp_path):
                                                                    rgb=False))
 
 
+# --------------------------------------------------------------------------- (f) binning
+
+def _starved(shape, photons=4.0, seed=0):
+    """A few photons per pixel over a dark level of 100 (like tests/test_binning.py's
+    _poisson_scene): the linear model's decision bins it 2 x 2."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:shape[-2], 0:shape[-1]]
+    clean = np.zeros(shape[-2:])
+    for cy, cx, amp in ((0.3, 0.3, 1.0), (0.7, 0.6, 0.6), (0.4, 0.8, 0.3)):
+        clean += amp * np.exp(-((yy - cy * shape[-2]) ** 2 + (xx - cx * shape[-1]) ** 2) / 72.0)
+    counts = rng.poisson(photons * clean, shape) + rng.normal(0, 1.5, shape)
+    return np.clip(np.rint(100 + counts), 0, 65535).astype(np.uint16)
+
+
+@pytest.mark.parametrize("source", ["zarr", "tiff"])
+def test_photon_starved_data_binned_lazily_equals_eager(source, tmp_path):
+    """Small blocks with the binned halo (binning.halo): the eager result within 1 DN.
+    The last blocks (19 and 18 pixels) are thinner than the binned halo (20) but not
+    than the receptive radius (9) or a quarter block (16): they must join the block
+    before (map_overlap would rechunk them)."""
+    from msrnet_napari.binning import halo
+
+    config = MSRNetConfig(depth=8, width=4, intensity="linear")  # receptive radius 9
+    weights = random_weights(config, seed=2)
+    a = _starved((2, 64 * 2 + 19, 64 * 2 + 18))
+    if source == "zarr":
+        image = L.open_lazy(write_ome_zarr(tmp_path / "in.ome.zarr", a,
+                                           AXES_TCYX[:1] + AXES_TCYX[2:], (1, 64, 64)))
+    else:
+        tifffile.imwrite(tmp_path / "in.tif", a, photometric="minisblack", tile=(64, 64))
+        image = L.open_tiff(tmp_path / "in.tif")
+    assert image.output_chunks() == (1, 64, 64)
+    eager, decision = enhance(a, weights=weights, rgb=False, tile=TILE, return_decision=True)
+    assert decision.max_binning == 2 and "binning 2x2" in decision.describe()
+    assert max(config.receptive_radius, 64 // 4) < 18 < 19 <= halo(2, config.receptive_radius)
+    seen = []
+    target = tmp_path / "out.ome.zarr"
+    summary = L.enhance_to_zarr(image, target, weights=weights, tile=TILE, block=64,
+                                on_decision=seen.append)
+    assert [d.max_binning for d in seen] == [2] and seen[0].describe() == decision.describe()
+    assert summary.complete and summary.blocks == 2 * 2 * 2  # the thin last blocks joined
+    got = read_store(target)[...].astype(np.int64)
+    assert np.abs(got - eager).max() <= 1
+    info = dict(zarr.open_group(str(target), mode="r").attrs)["msrnet"]
+    assert "binning 2x2" in info["decision"]
+
+    # binning=1 goes through to the decision: the full-resolution result
+    off = tmp_path / "off.ome.zarr"
+    L.enhance_to_zarr(image, off, weights=weights, tile=TILE, block=64, binning=1,
+                      on_decision=seen.append)
+    assert seen[-1].max_binning == 1 and "binning" not in seen[-1].describe()
+    plain = enhance(a, weights=weights, rgb=False, tile=TILE, binning=1)
+    assert np.abs(read_store(off)[...].astype(np.int64) - plain).max() <= 1
+
+
 # --------------------------------------------------------------------------- command line
 
 @pytest.fixture
@@ -493,6 +548,23 @@ def test_cli_routes_zarr_and_big_tiffs(cli_weights, tmp_path, monkeypatch, capsy
     with pytest.raises(SystemExit) as exc:
         cli.main([str(tmp_path / "in"), "-o", str(out), "--resume", "--overwrite"])
     assert exc.value.code == 2
+
+
+def test_cli_lazy_binning(tmp_path, monkeypatch, capsys):
+    """--binning reaches the lazy path's decision (and so its halo) like the eager one's."""
+    weights = random_weights(LINEAR, seed=1)
+    monkeypatch.setattr(cli, "_resolve_weights", lambda *args: weights)
+    a = _starved((2, 100, 90), seed=3)
+    src = write_ome_zarr(tmp_path / "s.ome.zarr", a, AXES_TCYX[:1] + AXES_TCYX[2:], (1, 64, 64))
+    for value, word in (("auto", "binning 2x2"), ("1", None)):
+        out = tmp_path / f"o{value}"
+        assert cli.main([str(src), "-o", str(out), "--tile", str(TILE), "--binning", value]) == 0
+        lines = [line for line in capsys.readouterr().err.splitlines() if "intensities):" in line]
+        assert len(lines) == 1 and (word in lines[0] if word else "binning" not in lines[0])
+        eager = enhance(a, weights=weights, rgb=False, tile=TILE,
+                        **({} if value == "auto" else {"binning": int(value)}))
+        got = read_store(out / "s_msrnet.ome.zarr")[...].astype(np.int64)
+        assert np.abs(got - eager).max() <= 1
 
 
 def test_cli_workers_local_cluster(cli_weights, tmp_path, capsys):

@@ -498,6 +498,42 @@ def test_widget_microscopy_model_offset_gain_and_preview(make_napari_viewer, qtb
     assert widget.status.value.startswith("invalid settings")
 
 
+@pytest.mark.gui
+def test_widget_binning_choice(make_napari_viewer, qtbot, notes):
+    """The Binning menu passes the user's choice; the core decides what auto means."""
+    from msrnet_napari import available_models, enhance
+
+    if "microscopy" not in available_models():
+        pytest.skip("bundled microscopy model not installed")
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:96, 0:90]
+    clean = np.exp(-((yy - 32) ** 2 + (xx - 45) ** 2) / 72.0)  # a few photons per pixel
+    data = np.clip(np.rint(100 + rng.poisson(4 * clean) + rng.normal(0, 1.5, clean.shape)),
+                   0, None).astype(np.uint16)
+    viewer = make_napari_viewer()
+    viewer.add_image(data, name="starved")
+    widget = _open_widget(viewer)
+    widget.model.value = "microscopy"
+    assert widget.binning.value == "auto" and "few photons per pixel" in widget.binning.tooltip
+    assert [widget.binning.native.itemText(i) for i in range(widget.binning.native.count())] \
+        == ["auto", "1 (off)", "2", "3", "4"]
+    assert re.search(r"binning 2x2 \(SNR [\d.]+\)", widget.preview())
+    assert widget.build_job().decision_options("linear")["binning"] == "auto"
+    widget.binning.value = "1"
+    assert widget.build_job().decision_options("linear")["binning"] == 1
+    assert "binning" not in widget.preview()
+    assert widget.current_settings()["binning"] == "1"
+
+    widget.binning.value = "auto"
+    widget.run()
+    assert not widget.binning.enabled  # locked while running, like the other settings
+    _wait(qtbot, widget)
+    assert notes["error"] == [] and widget.binning.enabled
+    out = viewer.layers["starved (MSR-net)"]
+    assert "binning 2x2" in out.metadata["msrnet"]["decision"]
+    np.testing.assert_array_equal(out.data, enhance(data, model="microscopy", rgb=False))
+
+
 # ------------------------------------------------------- threads, layout, settings
 
 
@@ -594,6 +630,7 @@ def _change_every_setting(widget, checkpoint):
     widget.layout_mode.value = "channels-last"
     widget.offset.value = "100, 120"
     widget.gain.value = 2.5
+    widget.binning.value = "2"
     widget.bit_depth.value = 12
     widget.device.value = "cpu"
     widget.tile.value = 64
@@ -618,10 +655,11 @@ def test_widget_settings_survive_reopening_and_restore_defaults(make_napari_view
     assert reopened.current_settings() == changed
     assert reopened.checkpoint.enabled and Path(reopened.checkpoint.value) == Path(checkpoint)
     assert reopened.offset.value == "100, 120" and reopened.gain.value == 2.5
+    assert reopened.binning.value == "2"
 
     reopened.restore_defaults()
     assert reopened.current_settings() == defaults
-    assert not reopened.checkpoint.enabled
+    assert not reopened.checkpoint.enabled and reopened.binning.value == "auto"
     assert W.MSRNetWidget(viewer).current_settings() == defaults  # and it stays so
 
 

@@ -131,6 +131,48 @@ def test_preview_of_the_linear_model_shows_offset_scale_and_gain():
         J.parse_offset("dark")
 
 
+def _starved(shape=(96, 90), photons=4.0, seed=0):
+    """A few photons per pixel over a dark level of 100: the core bins it 2 x 2 (auto)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    clean = np.exp(-((yy - shape[0] / 3) ** 2 + (xx - shape[1] / 2) ** 2) / 72.0)
+    counts = rng.poisson(photons * clean) + rng.normal(0, 1.5, shape)
+    return np.clip(np.rint(100 + counts), 0, 65535).astype(np.uint16)
+
+
+def test_binning_choice_goes_to_the_linear_model_only():
+    from msrnet_napari.config import MSRNetConfig
+
+    from conftest import random_weights
+
+    assert [v for _, v in J.binning_choices()] == ["auto", "1", "2", "3", "4"]
+    assert J.parse_binning("auto") == J.parse_binning("") == J.parse_binning(None) == "auto"
+    assert J.parse_binning("3") == 3 and J.parse_binning(2) == 2
+    job = J.Job(array=_starved())
+    assert job.binning == "auto" and job.decision_options("linear")["binning"] == "auto"
+    job.binning = "1"
+    assert job.decision_options("linear") == {"offset": None, "gain": 1.0, "binning": 1}
+    assert "binning" not in job.decision_options("photo")  # the photo model takes none
+
+    # the core decides: auto bins the photon-starved layer, 1 keeps the full resolution
+    ckpt = random_weights(MSRNetConfig(log_bases=(1e-4,), depth=2, width=4, intensity="linear"),
+                          identity=True)
+    job = J.Job(array=_starved(), weights=ckpt)
+    decision = J.preview_decision(job)
+    assert decision.max_binning == 2 and "binning 2x2" in decision.describe()
+    job.binning = "1"
+    assert J.preview_decision(job).max_binning == 1
+    job.binning = "3"
+    assert "binning 3x3" in J.preview_decision(job).describe()
+    job.binning = "9"  # not offered by the menu; refused by the core, as a message
+    with pytest.raises(J.JobError, match="binning must be"):
+        J.preview_decision(job)
+    # a photo checkpoint never sees the choice, whatever it is
+    photo = J.Job(array=np.zeros((16, 16, 3), np.uint8), layout="rgb",
+                  weights=random_weights(MSRNetConfig(depth=2, width=4)), binning="2")
+    assert J.preview_decision(photo).photo is not None
+
+
 def test_contrast_limits_for_photo_decisions(checkpoint):
     for data, expected in ((np.zeros((4, 4), np.uint8), (0.0, 255.0)),
                            (np.full((4, 4), 900, np.uint16), (0.0, 1023.0)),
@@ -294,6 +336,12 @@ def test_settings_round_trip_and_validation(tmp_path, monkeypatch):
     assert loaded == {k: changed[k] for k in J.DEFAULT_SETTINGS}
     J.settings_path().write_text('{"tile": "big", "gain": NaN, "whole_stack": 1, "threads": 2.0}')
     assert J.load_settings() == {**J.DEFAULT_SETTINGS, "threads": 2}
+    J.save_settings({**J.DEFAULT_SETTINGS, "binning": "2"})
+    assert J.load_settings()["binning"] == "2"
+    for bad in ('"9"', "2", '"off"'):  # not a menu value: the default (auto) is kept
+        J.settings_path().write_text('{"binning": %s}' % bad)
+        assert J.load_settings() == J.DEFAULT_SETTINGS
+    assert J.DEFAULT_SETTINGS["binning"] == "auto"
     J.settings_path().write_text("[1, 2]")
     assert J.load_settings() == J.DEFAULT_SETTINGS
     assert J.reset_settings() == J.DEFAULT_SETTINGS and not J.settings_path().exists()

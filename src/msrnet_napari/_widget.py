@@ -41,6 +41,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, Signal
 
 from .widget_jobs import (
+    BINNING_AUTO,
     DEFAULT_SETTINGS,
     LAYOUT_AUTO,
     LAYOUT_LABELS,
@@ -54,6 +55,7 @@ from .widget_jobs import (
     _error_message,
     auto_threads,
     base_level,
+    binning_choices,
     check_result_size,
     choose_layout,
     current_plane,
@@ -86,12 +88,12 @@ __all__ = ["MSRNetWidget"]
 #: persisted setting -> control name
 _SETTING_CONTROLS = {
     "model": "model", "checkpoint": "checkpoint", "layout": "layout_mode", "offset": "offset",
-    "gain": "gain", "bit_depth": "bit_depth", "device": "device", "tile": "tile",
-    "threads": "threads", "whole_stack": "whole_stack",
+    "gain": "gain", "binning": "binning", "bit_depth": "bit_depth", "device": "device",
+    "tile": "tile", "threads": "threads", "whole_stack": "whole_stack",
 }
 #: controls locked while a job runs
-_LOCKED = ("image_layer", "layout_mode", "model", "offset", "gain", "bit_depth", "device", "tile",
-           "threads", "preview_button", "defaults_button")
+_LOCKED = ("image_layer", "layout_mode", "model", "offset", "gain", "binning", "bit_depth",
+           "device", "tile", "threads", "preview_button", "defaults_button")
 
 
 class _ProgressRelay(QObject):
@@ -164,6 +166,14 @@ class MSRNetWidget(Container):
             FloatSpinBox(name="gain", label="Gain", value=1.0, min=0.01, max=10000.0, step=0.5,
                          tooltip="Linear (microscopy) model: exposure ratio applied to the "
                                  "signal above the dark level (1 = restore in the same units)"),
+            ComboBox(name="binning", label="Binning", choices=binning_choices(),
+                     value=BINNING_AUTO,
+                     tooltip="Linear (microscopy) model, for few photons per pixel: restore "
+                             "2x2 (3x3, 4x4) binned pixels, cycle-spun back to the full pixel "
+                             "grid (linear, no interpolation) - less noise for less "
+                             "resolution. auto: channels with a low signal-to-noise ratio are "
+                             "binned 2x2; the decision preview shows when auto chose it "
+                             "('binning 2x2 (SNR ...)'). 1 (off): always full resolution"),
             ComboBox(name="bit_depth", label="Bit depth",
                      choices=[("auto", 0), ("8-bit", 8), ("10-bit", 10), ("12-bit", 12),
                               ("14-bit", 14), ("16-bit", 16)], value=0,
@@ -398,7 +408,8 @@ class MSRNetWidget(Container):
                    model=model, tile=int(self.tile.value) or None,
                    threads=resolve_threads(self.threads.value), device=str(self.device.value),
                    bit_depth=int(self.bit_depth.value), offset=parse_offset(self.offset.value),
-                   gain=float(self.gain.value), input_limits=limits, first_plane=first,
+                   gain=float(self.gain.value), binning=self.binning.value,
+                   input_limits=limits, first_plane=first,
                    source_name=layer.name, layer_kwargs=layer_kwargs)
 
     def preview(self, _clicked: Any = None) -> Optional[str]:

@@ -2,7 +2,8 @@
 
     msrnet-enhance IN [IN ...] -o OUTDIR [--weights CKPT] [--tile N] [--threads N]
                    [--device auto|cpu|cuda] [--suffix S] [--format keep|png|tif]
-                   [--bit-depth N] [--max-pixels N] [--overwrite] [--quiet]
+                   [--bit-depth N] [--offset DN] [--gain G] [--binning auto|1..4]
+                   [--max-pixels N] [--overwrite] [--quiet]
                    [--lazy] [--resume] [--block N] [--scheduler ADDR | --workers N]
                    [--memory-limit SIZE]
 
@@ -116,6 +117,20 @@ def _int_in(low: int, high: int, what: str = "") -> Callable[[str], int]:
     return parse
 
 
+def _binning_arg(text: str) -> Any:
+    """argparse type for --binning: 'auto' or a factor the core accepts
+    (:func:`msrnet_napari.binning.check_factor`, the one rule)."""
+    from .binning import MAX_FACTOR, check_factor
+
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return check_factor(_int(text))
+    except (argparse.ArgumentTypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a binning factor 1..{MAX_FACTOR} "
+                                         f"(1 = off), got {text[:40]!r}") from None
+
+
 def _memory_size(text: str) -> str:
     """argparse type for --memory-limit: 'auto' or a size such as 2GB, 512MiB, 10e9."""
     if text.strip().lower() == "auto":
@@ -173,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gain", type=float, default=None, metavar="G",
                         help="linear (microscopy) model: multiply the signal above the dark "
                              "level by G, like a G-times longer exposure (default: 1, restore)")
+    from .binning import MAX_FACTOR
+
+    parser.add_argument("--binning", type=_binning_arg, default="auto",
+                        metavar=f"auto|1..{MAX_FACTOR}",
+                        help="linear (microscopy) model: restore f x f binned pixels, cycle-spun "
+                             "back to the full pixel grid - less noise at a few photons per "
+                             "pixel, at the cost of resolution; auto bins 2 x 2 where a "
+                             "channel's signal-to-noise ratio is low (the decision line shows "
+                             "it); 1 = off, always full resolution (default: %(default)s)")
     from .enhance import MAX_THREADS, MAX_TILE  # the limits enhance() enforces
 
     parser.add_argument("--tile", type=_int_in(0, MAX_TILE), default=None, metavar="N",
@@ -755,6 +779,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         enhance_kwargs["offset"] = offset
     if args.gain is not None:
         enhance_kwargs["gain"] = args.gain
+    if args.binning != "auto":  # auto: the core's rule (and the photo model takes none)
+        enhance_kwargs["binning"] = args.binning
     show = not args.quiet
     enhance = _recording(enhance, show)
     token = CancelToken()

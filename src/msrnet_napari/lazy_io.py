@@ -8,7 +8,8 @@ multiscale image, or the TIFF's first series through ``tifffile.aszarr``); the
 intensity mapping is decided ONCE for the whole array
 (:func:`msrnet_napari.scaling_for`: strided subsample / block statistics); the
 result is computed block by block by ``enhance(dask_array, scaling=decision)``
-(``map_overlap`` with a halo of the network's receptive radius) and each block
+(``map_overlap`` with a halo of the network's receptive radius, wider where the
+decision bins photon-starved channels: :func:`msrnet_napari.binning.halo`) and each block
 is written into the output store by the task that computed it, so a worker
 never holds more than a block or two, whatever the size of the array.
 
@@ -55,6 +56,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+
+from .binning import halo
 
 __all__ = [
     "LazyImage", "LazyIOError", "RunSummary", "ZARR_SUFFIXES",
@@ -547,6 +550,7 @@ def enhance_to_zarr(
     bit_depth: Optional[int] = None,
     offset: Any = None,
     gain: Optional[float] = None,
+    binning: Any = None,
     tile: Optional[int] = None,
     threads: int = 0,
     device: str = "auto",
@@ -561,8 +565,8 @@ def enhance_to_zarr(
 ) -> RunSummary:
     """Enhance ``image`` into the OME-Zarr store ``target``, block by block.
 
-    ``model``/``weights``/``bit_depth``/``offset``/``gain``/``tile``/``threads``/``device``
-    are those of :func:`msrnet_napari.enhance`. ``block``: work block edge in pixels
+    ``model``/``weights``/``bit_depth``/``offset``/``gain``/``binning``/``tile``/``threads``/
+    ``device`` are those of :func:`msrnet_napari.enhance`. ``block``: work block edge in pixels
     along Y and X (rounded to whole output chunks; default about 2048 x 2048 pixels
     per block). ``resume``: continue an interrupted run (done blocks are skipped);
     ``overwrite``: replace an existing output (it stays until the new one is
@@ -606,14 +610,15 @@ def enhance_to_zarr(
 
     x = image.enhance_input()
     options = dict(rgb=image.rgb, channel_axis=image.channel_axis,
-                   bit_depth=bit_depth, offset=offset, gain=gain)
+                   bit_depth=bit_depth, offset=offset, gain=gain, binning=binning)
     with dask.config.set(scheduler=client if client is not None else "threads"):
         decision = enhance_module.scaling_for(x, model=model, weights=weights, **options)
     if on_decision is not None:
         on_decision(decision)
     _, checkpoint = resolve_model(None if decision.model == "checkpoint" else decision.model,
                                   weights, dtype=x.dtype, rgb=decision.rgb)
-    radius = checkpoint.config.receptive_radius
+    # the context a block needs: the receptive radius, widened by the decision's binning
+    radius = halo(decision.max_binning, checkpoint.config.receptive_radius)
 
     out_shape = image.shape
     out_chunks = image.output_chunks()

@@ -33,6 +33,7 @@ from typing import Any, Callable, Generator, Iterator, Optional, Sequence
 
 import numpy as np
 
+from .binning import MAX_FACTOR
 from .intensity import IntensityDecision, is_dask
 from .layout import LAYOUTS, MAX_CHANNELS_LAST, guess_layout, layout_options
 
@@ -55,6 +56,8 @@ MODEL_CHECKPOINT = "checkpoint"
 #: layout choices: "auto" = the core's rule (guess_layout), or one of LAYOUTS
 LAYOUT_AUTO = "auto"
 LAYOUT_LABELS = {"rgb": "RGB", "channels-last": "channels (last axis)", "planes": "planes"}
+#: binning choices: "auto" = the core's rule (linear_intensity.choose_binning), or a factor
+BINNING_AUTO = "auto"
 
 
 class JobError(ValueError):
@@ -257,6 +260,27 @@ def parse_offset(text: str) -> Any:
     return values[0] if len(values) == 1 else values
 
 
+def binning_choices() -> list[tuple[str, str]]:
+    """(label, value) for the widget's Binning menu: auto (the core decides per channel),
+    1 (off: full resolution) and the factors the core accepts (values are strings, as
+    they are saved in the settings)."""
+    return [("auto", BINNING_AUTO), ("1 (off)", "1")] + [
+        (str(f), str(f)) for f in range(2, MAX_FACTOR + 1)]
+
+
+def parse_binning(value: Any) -> Any:
+    """The Binning control's value as enhance() takes it: "auto" (or empty/None) -> "auto",
+    "2" -> 2; anything else is passed on for the core to accept or refuse."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", BINNING_AUTO)):
+        return BINNING_AUTO
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return value
+    return value
+
+
 def output_name(name: str) -> str:
     return f"{name}{OUTPUT_SUFFIX}"
 
@@ -279,6 +303,7 @@ class Job:
     bit_depth: int = 0  # photo model, integer layers: 0 = detect from the data
     offset: Any = None  # linear model: None = estimate, or number(s)
     gain: float = 1.0  # linear model: exposure ratio
+    binning: Any = BINNING_AUTO  # linear model: "auto" (the core's rule) or a factor 1..4
     input_limits: Optional[tuple[float, float]] = None  # the source layer's contrast limits
     first_plane: tuple[int, ...] = ()  # "planes" mode: this plane (on screen) goes first
     source_name: str = ""
@@ -308,7 +333,8 @@ class Job:
     def decision_options(self, intensity: str) -> dict[str, Any]:
         """enhance()/scaling_for() options for the checkpoint's intensity model."""
         if intensity == "linear":
-            return {"offset": self.offset, "gain": float(self.gain)}
+            return {"offset": self.offset, "gain": float(self.gain),
+                    "binning": parse_binning(self.binning)}
         options: dict[str, Any] = {}
         dtype = np.dtype(self.array.dtype)
         if dtype.kind in "ui" and self.bit_depth:
@@ -618,8 +644,12 @@ def layout_choices(auto_label: str = "auto") -> list[tuple[str, str]]:
 #: the widget's persisted settings and their defaults (Restore defaults goes back here)
 DEFAULT_SETTINGS: dict[str, Any] = {
     "model": MODEL_AUTO, "checkpoint": "", "layout": LAYOUT_AUTO, "offset": "auto",
-    "gain": 1.0, "bit_depth": 0, "device": "auto", "tile": 0, "threads": 0,
-    "whole_stack": False,
+    "gain": 1.0, "binning": BINNING_AUTO, "bit_depth": 0, "device": "auto", "tile": 0,
+    "threads": 0, "whole_stack": False,
+}
+#: settings whose saved value must be one of these (else the default is kept)
+_SETTING_CHOICES: dict[str, tuple[str, ...]] = {
+    "binning": tuple(value for _, value in binning_choices()),
 }
 SETTINGS_ENV = "MSRNET_NAPARI_CONFIG_DIR"
 SETTINGS_FILE = "widget_settings.json"
@@ -668,6 +698,8 @@ def load_settings(path: Optional[Path] = None) -> dict[str, Any]:
                 value = int(value) if ok else value
         else:
             ok = isinstance(value, str) and len(value) < 4096
+        if ok and key in _SETTING_CHOICES:
+            ok = value in _SETTING_CHOICES[key]
         if ok:
             settings[key] = value
     return settings

@@ -135,3 +135,19 @@ def test_progress_counts_all_phases_and_cancel_stops():
     with pytest.raises(msrnet_napari.Cancelled):
         msrnet_napari.enhance(x, model="microscopy", binning=2, tile=32, threads=1,
                               progress=cancel_early, cancel=stop)
+
+
+def test_signal_noise_measures_the_noise_at_the_structures_not_their_shape():
+    from msrnet_napari.linear_intensity import signal_noise
+
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:128, 0:128]
+    smooth = 1000.0 * np.exp(-((yy - 64) ** 2 + (xx - 64) ** 2) / (2 * 30.0**2))  # blurred cell
+    assert signal_noise(smooth, 0.0, 1000.0) < 1.0  # a smooth structure is not noise
+    noisy = smooth + rng.normal(0, 5.0, smooth.shape)
+    assert signal_noise(noisy, 0.0, 1000.0) == pytest.approx(5.0, rel=0.1)
+    # shot noise grows with the signal: 100x the photons, about 10x the noise
+    many = signal_noise(rng.poisson(smooth).astype(float), 0.0, 1000.0)
+    few = signal_noise(rng.poisson(smooth / 100).astype(float), 0.0, 10.0)
+    assert 6 < many / few < 14
+    assert np.isnan(signal_noise(np.zeros((16, 16)), 0.0, 1.0))  # nothing bright: undefined

@@ -3,7 +3,7 @@
     python benchmarks/bench_engine.py [--sizes 512 1024 2048 4096 8192]
         [--threads 1 2] [--repeat 3] [--backends ours torch-nchw ...]
         [--skip-torch-above 2048] [--skip-runtimes-above 2048] [--persist-upto 1024]
-        [--tile 256]
+        [--tile 0 (= the engine's default tile)]
 
 Backends: ``ours`` (the engine, ``_core.Engine.run``), ``torch-nchw`` and ``torch-cl``
 (PyTorch eager, contiguous and channels_last), ``onnxruntime`` (CPU execution provider,
@@ -158,7 +158,8 @@ def _make_runner(backend: str, config, weights: dict, onnx_path: str, threads: i
         from msrnet_napari import _core
 
         eng = _core.Engine(config.engine_dict(), weights)
-        return (lambda img: img, lambda img: eng.run(img, tile=tile, threads=threads), lambda y: y,
+        return (lambda img: img, lambda img: eng.run(img, tile=tile or None, threads=threads),
+                lambda y: y,
                 {"simd": _core.simd_level()})
     if backend in TORCH_BACKENDS:
         import torch
@@ -395,7 +396,8 @@ def main(argv=None) -> None:
     p.add_argument("--repeat", type=int, default=3,
                    help="interleaved timed runs per backend (min and median); 1 above 2048^2")
     p.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
-    p.add_argument("--tile", type=int, default=256)
+    p.add_argument("--tile", type=int, default=0,
+                   help="the engine's tile edge (0 = its own default, Engine.default_tile)")
     p.add_argument("--skip-torch-above", type=int, default=2048,
                    help="no PyTorch runs above this edge (torch needs ~16 GB at 2048^2)")
     p.add_argument("--skip-runtimes-above", type=int, default=2048,
@@ -426,7 +428,7 @@ def main(argv=None) -> None:
     threads_list = list(dict.fromkeys(args.threads))
     backends = list(dict.fromkeys(args.backends))
     print(f"MSR-net default config, {flops / 1e3:.1f} kFLOP/pixel, threads={threads_list}, "
-          f"tile={args.tile}; min and median of {args.repeat} interleaved runs per backend "
+          f"tile={args.tile or 'engine default'}; min and median of {args.repeat} interleaved runs per backend "
           f"(1 above {MAX_REPEATED}^2); CPU-s: process CPU time of the timed call, median\n")
     notes: dict[str, str] = {}
     versions: dict[str, str] = {}

@@ -50,6 +50,23 @@ def make_random_model():
 
 # ------------------------------------------------------------ torch-free weights
 
+def cli_checkpoint(config: MSRNetConfig, seed: int, tmp_path, monkeypatch):
+    """(extra CLI args, weights for enhance()) naming the same random model: a saved
+    checkpoint with torch, else torch-free weights patched into the CLI's resolver."""
+    from msrnet_napari import cli
+
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        ckpt = random_weights(config, seed=seed)
+        monkeypatch.setattr(cli, "_resolve_weights", lambda *args: ckpt)
+        return [], ckpt
+    from msrnet_napari.training.model import MSRNet, init_weights, save_checkpoint
+
+    path = save_checkpoint(init_weights(MSRNet(config), seed=seed), tmp_path / f"model{seed}.pt")
+    return ["--weights", str(path)], str(path)
+
+
 def random_weights(config: MSRNetConfig | None = None, seed: int = 0,
                    identity: bool = False):
     """A :class:`Checkpoint` with random He-normal weights, built without torch.

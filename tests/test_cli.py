@@ -23,7 +23,7 @@ from msrnet_napari import cli
 from msrnet_napari import image_files as imf
 from msrnet_napari.config import MSRNetConfig
 
-from conftest import imported_in_fresh_process, random_weights
+from conftest import cli_checkpoint, imported_in_fresh_process, random_weights
 
 imageio = pytest.importorskip("imageio.v3")
 tifffile = pytest.importorskip("tifffile")
@@ -200,17 +200,8 @@ def test_bit_depth_option(weights, tmp_path):
 @pytest.fixture
 def linear_weights(engine, tmp_path, monkeypatch):
     """(extra CLI args, weights for enhance()) naming the same random linear model."""
-    config = MSRNetConfig(depth=2, width=8, intensity="linear")
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        ckpt = random_weights(config, seed=1)
-        monkeypatch.setattr(cli, "_resolve_weights", lambda *args: ckpt)
-        return [], ckpt
-    from msrnet_napari.training.model import MSRNet, init_weights, save_checkpoint
-
-    path = save_checkpoint(init_weights(MSRNet(config), seed=1), tmp_path / "linear.pt")
-    return ["--weights", str(path)], str(path)
+    return cli_checkpoint(MSRNetConfig(depth=2, width=8, intensity="linear"), 1, tmp_path,
+                          monkeypatch)
 
 
 def _starved(shape, photons=4.0, seed=0):

@@ -28,7 +28,7 @@ import pytest
 
 from msrnet_napari.config import MSRNetConfig
 
-from conftest import imported_in_fresh_process, random_weights
+from conftest import cli_checkpoint, imported_in_fresh_process, random_weights
 
 da = pytest.importorskip("dask.array")
 zarr = pytest.importorskip("zarr")
@@ -508,16 +508,7 @@ def test_photon_starved_data_binned_lazily_equals_eager(source, tmp_path):
 @pytest.fixture
 def cli_weights(tmp_path, monkeypatch):
     """(extra CLI args, weights for enhance()) naming the same random photo model."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        ckpt = random_weights(PHOTO, seed=0)
-        monkeypatch.setattr(cli, "_resolve_weights", lambda *args: ckpt)
-        return [], ckpt
-    from msrnet_napari.training.model import MSRNet, init_weights, save_checkpoint
-
-    path = save_checkpoint(init_weights(MSRNet(PHOTO), seed=0), tmp_path / "w.pt")
-    return ["--weights", str(path)], str(path)
+    return cli_checkpoint(PHOTO, 0, tmp_path, monkeypatch)
 
 
 def test_cli_routes_zarr_and_big_tiffs(cli_weights, tmp_path, monkeypatch, capsys):

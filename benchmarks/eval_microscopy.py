@@ -179,20 +179,23 @@ def m_clahe(x, _p):
     return _denorm(equalize_adapthist(np.clip(u, 0, 1), clip_limit=0.01), lo, hi)
 
 
-def m_ours(model, binning=None, weights=None):
+class m_ours:  # noqa: N801 - a method like the m_* functions, but picklable for --jobs
     """The counts go in as uint16, as a camera writes them. The microscopy model returns
     float32 in the same units (``dtype=np.float32``: rounding to whole counts would cost
     precision at a few photons, and the baselines' outputs are not rounded either); the
     photo model returns uint16, its only sensible output for such data."""
-    def run(x, _p):
+
+    def __init__(self, model, binning=None, weights=None):
+        self.model, self.binning, self.weights = model, binning, weights
+
+    def __call__(self, x, _p):
         import msrnet_napari
 
         counts = x.astype(np.uint16) if x.max() < 65536 else x
-        dtype = np.float32 if model == "microscopy" else None
-        kw = {} if binning is None else {"binning": binning}
-        kw.update({"model": model} if weights is None else {"weights": weights})
+        dtype = np.float32 if self.model == "microscopy" else None
+        kw = {} if self.binning is None else {"binning": self.binning}
+        kw.update({"model": self.model} if self.weights is None else {"weights": self.weights})
         return msrnet_napari.enhance(counts, rgb=False, dtype=dtype, **kw).astype(np.float64)
-    return run
 
 
 # --------------------------------------------------------------------------- metrics

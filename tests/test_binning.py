@@ -151,3 +151,30 @@ def test_signal_noise_measures_the_noise_at_the_structures_not_their_shape():
     few = signal_noise(rng.poisson(smooth / 100).astype(float), 0.0, 10.0)
     assert 6 < many / few < 14
     assert np.isnan(signal_noise(np.zeros((16, 16)), 0.0, 1.0))  # nothing bright: undefined
+
+
+def test_hot_pixels_neither_trigger_binning_nor_smear_into_their_neighbours():
+    x, _ = _poisson_scene(3000, seed=8)  # bright, well exposed: no binning
+    hot = x.copy()
+    hot[20, 20] = hot[140, 130] = 65535
+    d = msrnet_napari.scaling_for(hot, model="microscopy")
+    assert d.linear.channels[0].binning == 1  # two hot pixels do not fake a low SNR
+    starved, _ = _poisson_scene(4, seed=9)
+    starved[20, 20] = 4095
+    out = msrnet_napari.enhance(starved, model="microscopy", binning=2, dtype=np.float32,
+                                threads=1)
+    assert out[20, 20] == 4095  # passed through, as without binning
+    ring = out[18:23, 18:23].copy()
+    ring[2, 2] = np.nan
+    background = float(np.median(out[:40, :40]))
+    assert np.nanmax(np.abs(ring - background)) < 1.0  # not smeared over the 2x2 blocks
+
+
+def test_fill_ceiling_uses_the_other_neighbours():
+    u = np.full((5, 5, 3), 0.3, np.float32)
+    u[2, 2] = 4.0
+    u[2, 3] = 4.0
+    filled = binning.fill_ceiling(u, 4.0)
+    assert np.allclose(filled, 0.3)
+    assert np.array_equal(binning.fill_ceiling(np.full((2, 2, 3), 4.0, np.float32), 4.0),
+                          np.full((2, 2, 3), 4.0, np.float32))  # nothing else to take

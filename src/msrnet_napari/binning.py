@@ -50,15 +50,40 @@ def box_mean(u: np.ndarray, factor: int) -> np.ndarray:
     return box
 
 
+def fill_ceiling(u: np.ndarray, ceiling: float) -> np.ndarray:
+    """``u`` with the pixels at or above ``ceiling`` (hot pixels, star cores: the linear
+    model passes them through unchanged) replaced by the median of their other 3 x 3
+    neighbours, so that binning does not smear them over their neighbours' blocks."""
+    hot = np.nonzero(u[..., 0] >= ceiling)
+    if hot[0].size == 0:
+        return u
+    p = np.pad(u[..., 0], 1, mode="edge").astype(np.float32)
+    p[p >= ceiling] = np.nan
+    ys, xs = hot
+    neigh = np.stack([p[ys + dy, xs + dx] for dy in range(3) for dx in range(3)], axis=1)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: keep the ceiling
+            fill = np.nanmedian(neigh, axis=1)
+    fill = np.where(np.isnan(fill), ceiling, fill).astype(np.float32)
+    out = u.copy()
+    out[ys, xs, :] = fill[:, None]
+    return out
+
+
 def run_binned(run: RunFn, u: np.ndarray, factor: int,
-               progress: Optional[Callable[[int, int], bool]] = None) -> np.ndarray:
+               progress: Optional[Callable[[int, int], bool]] = None,
+               ceiling: Optional[float] = None) -> np.ndarray:
     """``run`` (the engine on one H x W x 3 network image) applied cycle-spun binned by
     ``factor``; factor 1 is ``run(u)`` itself. ``progress(done, total)`` sees the f^2
-    calls as one job."""
+    calls as one job. Pixels at ``ceiling`` (passed through by the caller) are left
+    out of the bins (:func:`fill_ceiling`)."""
     if factor == 1:
         return run(u, progress)
     height, width = u.shape[:2]
-    box = box_mean(u, factor)
+    box = box_mean(u if ceiling is None else fill_ceiling(u, ceiling), factor)
     value = np.empty(box.shape, np.float32)
     calls = factor * factor
     for k in range(calls):

@@ -31,6 +31,7 @@ from .intensity import (
     is_dask,
 )
 from .layout import resolve_layout
+from .linear_intensity import UPPER_CLIP
 from .models import resolve_model
 from .normalize import check_dtype
 
@@ -309,7 +310,8 @@ def _enhance_planes(data: np.ndarray, decision: IntensityDecision, engine, *,
                 # (and may cut the tile smaller): cpp/engine_cpu.cpp, "work split"
                 result = run_binned(
                     lambda u, cb: engine.run(u, tile=tile, threads=threads, progress=cb),
-                    io.to_network(i, plane[in0:in1]), io.binning(i), report.callback(n_tiles))
+                    io.to_network(i, plane[in0:in1]), io.binning(i), report.callback(n_tiles),
+                    ceiling=UPPER_CLIP)
             except Cancelled:
                 report.raise_callback_error()  # the callback's own error, not "cancelled"
                 raise

@@ -229,18 +229,22 @@ def estimate_dark_level(values: np.ndarray, iterations: int = 10) -> tuple[float
 
 def signal_noise(plane: np.ndarray, dark: float, scale: float) -> float:
     """Noise std at the bright structures of one 2-D plane: the RMS of the diagonal
-    (Haar HH) detail of 2 x 2 blocks whose mean lies above ``dark + scale / 4``. For white
-    noise that detail has the pixel noise's variance, while smooth structures (a
-    microscope's blur) give almost none; unlike the background noise it grows with the
-    signal's shot noise. NaN when fewer than 32 such blocks exist."""
+    (Haar HH) detail of 2 x 2 blocks whose mean lies above ``dark + scale / 4``, leaving
+    out blocks with a pixel above ``dark + 4 scale`` (hot pixels, star cores) and the
+    largest 1 % of the details. For white noise that detail has the pixel noise's
+    variance, while smooth structures (a microscope's blur) give almost none; unlike the
+    background noise it grows with the signal's shot noise. NaN when fewer than 32 such
+    blocks exist."""
     p = np.asarray(plane, dtype=np.float64)
     h, w = p.shape[0] // 2 * 2, p.shape[1] // 2 * 2
     a, b = p[0:h:2, 0:w:2], p[0:h:2, 1:w:2]
     c, d = p[1:h:2, 0:w:2], p[1:h:2, 1:w:2]
-    bright = (a + b + c + d) / 4 > dark + 0.25 * scale
-    hh = ((a - b - c + d) / 2)[bright]
+    top = np.maximum(np.maximum(a, b), np.maximum(c, d))
+    bright = ((a + b + c + d) / 4 > dark + 0.25 * scale) & (top <= dark + 4.0 * scale)
+    hh = np.abs((a - b - c + d) / 2)[bright]
     if hh.size < 32:
         return float("nan")
+    hh = np.sort(hh)[: max(32, int(hh.size * 0.99))]
     return float(np.sqrt(np.mean(hh * hh)))
 
 

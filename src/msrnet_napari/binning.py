@@ -14,6 +14,7 @@ model's decision (:data:`msrnet_napari.linear_intensity.BINNING_SNR`).
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Optional
 
 import numpy as np
@@ -61,12 +62,9 @@ def fill_ceiling(u: np.ndarray, ceiling: float) -> np.ndarray:
     p[p >= ceiling] = np.nan
     ys, xs = hot
     neigh = np.stack([p[ys + dy, xs + dx] for dy in range(3) for dx in range(3)], axis=1)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: keep the ceiling
-            fill = np.nanmedian(neigh, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: keep the ceiling
+        fill = np.nanmedian(neigh, axis=1)
     fill = np.where(np.isnan(fill), ceiling, fill).astype(np.float32)
     out = u.copy()
     out[ys, xs, :] = fill[:, None]

@@ -24,14 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 LEVELS = (2, 3, 5, 8, 13, 20, 30, 50, 100, 300, 1000)
 
 
-def psnr_fit(out, ref):
-    A = np.stack([out.ravel(), np.ones(out.size)], 1)
-    coef, *_ = np.linalg.lstsq(A, ref.ravel(), rcond=None)
-    fit = A @ coef
-    rng = float(ref.max() - ref.min()) or 1.0
-    return 10 * np.log10(rng**2 / max(float(np.mean((fit - ref.ravel()) ** 2)), 1e-12))
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,6 +33,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from eval_microscopy import affine_fit_psnr
+
     import msrnet_napari
     from msrnet_napari.training import microscopy_data as md
 
@@ -58,8 +53,8 @@ def main(argv=None) -> int:
         two = msrnet_napari.enhance(x32, model="microscopy", rgb=False, binning=2,
                                     threads=args.threads)
         ch = one[1].linear.channels[0]
-        rows.append((ch.snr, psnr_fit(one[0].astype(np.float64), ref),
-                     psnr_fit(two.astype(np.float64), ref), source))
+        rows.append((ch.snr, affine_fit_psnr(one[0].astype(np.float64), ref)[1],
+                     affine_fit_psnr(two.astype(np.float64), ref)[1], source))
 
     for i in picks:
         img = clean[int(i)]
@@ -69,7 +64,7 @@ def main(argv=None) -> int:
         c = img[y0:y0 + s, x0:x0 + s].astype(np.float64)
         for level in LEVELS:
             kw = dict(peak=float(level), bg=level * rng.uniform(*params.background),
-                      adu=float(np.exp(rng.uniform(*np.log(params.adu_per_electron)))),
+                      adu=md._logu(rng, *params.adu_per_electron),
                       read=rng.uniform(*params.read_electrons),
                       offset=rng.uniform(*params.offset), bits=16)
             noisy, expected = md.expose(c, rng, **kw)

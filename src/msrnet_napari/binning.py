@@ -32,6 +32,14 @@ def check_factor(factor) -> int:
     return int(factor)
 
 
+def requested_factor(binning) -> Optional[int]:
+    """The user's ``binning=``: None for "auto" (or None: the decision's rule), else the
+    checked factor (:func:`check_factor`)."""
+    if binning is None or (isinstance(binning, str) and binning == "auto"):
+        return None
+    return check_factor(binning)
+
+
 def halo(factor: int, radius: int) -> int:
     """Context (pixels) a binned restoration needs around the kept output."""
     return radius if factor == 1 else factor * (radius + 1)

@@ -30,7 +30,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .binning import check_factor
+from .binning import requested_factor
 from .checkpoint import Checkpoint
 from .exposure import (
     ExposureSummary,
@@ -276,8 +276,7 @@ def _linear_mapping(array, decision: IntensityDecision, *, offset, gain, intensi
                 raise ValueError(f"intensity_range must be finite with high > low, got "
                                  f"({low:g}, {high:g})")
             # no noise estimate from a given range: "auto" keeps the full resolution
-            auto = binning is None or (isinstance(binning, str) and binning == "auto")
-            factor = 1 if auto else check_factor(binning)
+            factor = requested_factor(binning) or 1
             channels.append(ChannelMapping(dark=low, scale=high - low, dark_given=True,
                                            binning=factor))
             continue

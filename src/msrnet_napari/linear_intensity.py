@@ -41,7 +41,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .binning import check_factor
+from .binning import requested_factor
 from .normalize import cast_to
 
 __all__ = [
@@ -266,21 +266,17 @@ def decide_channel(sample: np.ndarray, *, integer: bool, dark: Optional[float] =
         dark = float(dark)
         if not math.isfinite(dark):
             raise ValueError(f"offset must be a finite number, got {dark!r}")
-    else:
+    lo, hi = (float(q) for q in np.percentile(v, [0.1, REFERENCE_PERCENTILE]))
+    if not given:
         # never so high that more than 0.1 % of the values fall below the network's floor
         # (dark - PEDESTAL / SPAN * scale): solve for the dark level that puts p0.1 there
-        lo, hi = (float(q) for q in np.percentile(v, [0.1, REFERENCE_PERCENTILE]))
         r = (PEDESTAL - LOWER_CLIP) / SPAN
         dark = min(est_dark, (lo + r * hi) / (1.0 + r))
-    ref = float(np.percentile(v, REFERENCE_PERCENTILE)) - dark
+    ref = hi - dark
     unit = 1.0 if integer else max(abs(dark), float(np.max(np.abs(v))), 1e-30) * 1e-6
     scale = max(ref, 3.0 * noise, unit)
     sn = signal_noise(plane, dark, scale) if plane is not None else float("nan")
     mapping = ChannelMapping(dark=dark, scale=scale, noise=noise, dark_given=given,
                              signal_noise=sn)
-    factor = choose_binning(mapping.snr) if _is_auto(binning) else check_factor(binning)
-    return replace(mapping, binning=factor)
-
-
-def _is_auto(binning: Any) -> bool:
-    return binning is None or (isinstance(binning, str) and binning == "auto")
+    factor = requested_factor(binning)
+    return replace(mapping, binning=choose_binning(mapping.snr) if factor is None else factor)

@@ -336,9 +336,10 @@ void CpuEngine::Impl::forward_tile(const float* in, float* out, int H, int W, co
     for (int y = 0; y < th; ++y) {
         for (int x = 0; x < tw; ++x) {
             const float* x1 = X1.at(o.y0 - g.y0 + y, o.x0 - g.x0 + x);
-            const float* a = &ws.acc[(static_cast<size_t>(y) * tw + x) * 3];
+            const float* a = &ws.acc[static_cast<size_t>(y) * tw + x];  // planar, plane th * tw
             float x2[kChannels];
-            for (int c = 0; c < kChannels; ++c) x2[c] = x1[c] - (fuse_b[c] + a[c]);
+            for (int c = 0; c < kChannels; ++c)
+                x2[c] = x1[c] - (fuse_b[c] + a[static_cast<size_t>(c) * th * tw]);
             float* dst = out + (static_cast<size_t>(o.y0 + y) * W + o.x0 + x) * kChannels;
             for (int c = 0; c < kChannels; ++c) {
                 float v = f3_b[c];

@@ -144,42 +144,78 @@ constexpr int pixels_per_block() {
 }
 
 // ---------------------------------------------------------------- 1x1 fusion
-// a[k] += the horizontal sum of s_k, k < 3 (one reduction order for every caller).
-inline void add_sums3(float* a, v8 s0, v8 s1, v8 s2) {
+// The sum over a pixel's channels runs lane-wise (one v8 per k, channel blocks
+// in order), then across the 8 lanes as ((0+1)+(2+3)) + ((4+5)+(6+7)) on AVX.
+// fuse_row reduces 8 pixels at once with a transposing hadd tree that keeps that
+// order, so a pixel's sum does not depend on where it sits in the row.  (Maps of
+// more than 32 channels sum per run of 32 channels.)
 #if defined(__AVX__)
-    // lanes 0..2 of the result hold the three horizontal sums
-    const __m256 h01 = _mm256_hadd_ps((__m256)s0, (__m256)s1);
-    const __m256 h22 = _mm256_hadd_ps((__m256)s2, (__m256)s2);
-    const __m256 hs = _mm256_hadd_ps(h01, h22);
-    const __m128 t = _mm_add_ps(_mm256_castps256_ps128(hs), _mm256_extractf128_ps(hs, 1));
-    float sums[4];
-    _mm_storeu_ps(sums, t);
-    a[0] += sums[0];
-    a[1] += sums[1];
-    a[2] += sums[2];
+// r[p] = the horizontal sum of s[p], p < 8.
+inline v8 hsum8x8(const v8* s) {
+    const __m256 ab = _mm256_hadd_ps((__m256)s[0], (__m256)s[1]);
+    const __m256 cd = _mm256_hadd_ps((__m256)s[2], (__m256)s[3]);
+    const __m256 ef = _mm256_hadd_ps((__m256)s[4], (__m256)s[5]);
+    const __m256 gh = _mm256_hadd_ps((__m256)s[6], (__m256)s[7]);
+    const __m256 abcd = _mm256_hadd_ps(ab, cd);  // [a0123 b0123 c0123 d0123 | a4567 ...]
+    const __m256 efgh = _mm256_hadd_ps(ef, gh);
+    const __m256 lo = _mm256_permute2f128_ps(abcd, efgh, 0x20);
+    const __m256 hi = _mm256_permute2f128_ps(abcd, efgh, 0x31);
+    return (v8)_mm256_add_ps(lo, hi);
+}
+inline float hsum_tree(v8 a) {
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
 #else
-    a[0] += hsum(s0);
-    a[1] += hsum(s1);
-    a[2] += hsum(s2);
+inline v8 hsum8x8(const v8* s) {
+    v8 r;
+    for (int p = 0; p < 8; ++p) r[p] = hsum(s[p]);
+    return r;
+}
+inline float hsum_tree(v8 a) { return hsum(a); }
 #endif
+
+// Lane-wise sum_c fw[c] * h[c] of one pixel (NB blocks of 8 channels; fw in registers).
+template <int NB>
+inline v8 fuse_lanes(const float* h, const v8* fw) {
+    v8 s = splat(0.0f);
+    for (int nb = 0; nb < NB; ++nb) s += load(h + nb * kBlock) * fw[nb];
+    return s;
 }
 
-// acc[k] += sum_c fw[k][c] * h[c] for the pixels of row y inside fuse->rect.
+// acc[k][pixel] += sum_c fw[k][c] * h[c] for the pixels x0..x1 of row y, channels
+// c0 .. c0 + 8 NB (the caller splits wider maps into runs of at most 4 blocks).
+template <int NB>
+void fuse_row_blocks(const FuseTarget& f, const MapView& out, int cout_p, int c0, int y, int x0,
+                     int x1, float* row, size_t plane) {
+    for (int k = 0; k < 3; ++k) {
+        v8 fw[NB];
+        for (int nb = 0; nb < NB; ++nb) fw[nb] = load(f.w + k * cout_p + c0 + nb * kBlock);
+        float* a = row + k * plane;
+        int x = x0;
+        for (; x + 8 <= x1; x += 8) {
+            v8 s[8];
+            for (int p = 0; p < 8; ++p) s[p] = fuse_lanes<NB>(out.at(y, x + p) + c0, fw);
+            store(a + x, load(a + x) + hsum8x8(s));
+        }
+        for (; x < x1; ++x) a[x] += hsum_tree(fuse_lanes<NB>(out.at(y, x) + c0, fw));
+    }
+}
+
+// acc[k][pixel] += sum_c fw[k][c] * h[c] for the pixels of row y inside fuse->rect.
+// (Maps wider than 32 channels add their runs of 32 one after the other.)
 void fuse_row(const FuseTarget& f, const MapView& out, int cout_p, int y, int x0, int x1) {
     if (y < f.rect.y0 || y >= f.rect.y1) return;
     x0 = std::max(x0, f.rect.x0);
     x1 = std::min(x1, f.rect.x1);
-    float* acc = f.acc + static_cast<size_t>(y - f.rect.y0) * f.rect.width() * 3;
-    for (int x = x0; x < x1; ++x) {
-        const float* h = out.at(y, x);
-        v8 s0 = splat(0.0f), s1 = s0, s2 = s0;
-        for (int c = 0; c < cout_p; c += kBlock) {
-            const v8 hv = load(h + c);
-            s0 += hv * load(f.w + c);
-            s1 += hv * load(f.w + cout_p + c);
-            s2 += hv * load(f.w + 2 * cout_p + c);
+    const size_t plane = static_cast<size_t>(f.rect.height()) * f.rect.width();
+    float* row = f.acc + static_cast<size_t>(y - f.rect.y0) * f.rect.width() - f.rect.x0;
+    for (int c0 = 0; c0 < cout_p; c0 += 4 * kBlock) {
+        switch (std::min(4, (cout_p - c0) / kBlock)) {
+            case 4: fuse_row_blocks<4>(f, out, cout_p, c0, y, x0, x1, row, plane); break;
+            case 3: fuse_row_blocks<3>(f, out, cout_p, c0, y, x0, x1, row, plane); break;
+            case 2: fuse_row_blocks<2>(f, out, cout_p, c0, y, x0, x1, row, plane); break;
+            default: fuse_row_blocks<1>(f, out, cout_p, c0, y, x0, x1, row, plane); break;
         }
-        add_sums3(acc + static_cast<size_t>(x - f.rect.x0) * 3, s0, s1, s2);
     }
 }
 
@@ -517,33 +553,47 @@ void conv3x3(const PackedConv& cv, const MapView& in, const MapView& out, Rect r
     else
         conv_direct(cv, in, out, r, do_relu, fuse, scratch.prof);
 }
+// f1 on one row, planar: the row's pixels are split into channel planes, the logs
+// computed plane by plane, and the 1x1 fusion vectorised over 8 pixels (one
+// fused multiply-add per input in a fixed order, the same in the scalar tail).
 void f1_row(const F1Params& p, const float* px, int w, float* dst, int dst_cp, float* scratch) {
     const int n3 = 3 * p.n, len = 3 * w;
-    // scratch[j][i] = log1p(v_j * px[i]) * inv_log_j over the row's 3w values
+    // scratch[j * len + ch * w + x] = log1p(v_j * px[x][ch]) * inv_log_j; the planar
+    // copy of the pixels goes into the last scale's slot, overwritten in place last.
+    float* planar = scratch + static_cast<size_t>(p.n - 1) * len;
+    for (int x = 0; x < w; ++x)
+        for (int ch = 0; ch < 3; ++ch) planar[ch * w + x] = px[3 * x + ch];
     for (int j = 0; j < p.n; ++j) {
         const float v = p.bases[j], s = p.inv_log[j];
         float* lj = scratch + static_cast<size_t>(j) * len;
         int i = 0;
         for (; i + kBlock <= len; i += kBlock) {
             v8 r;
-            if (log1p8(load(px + i) * v, r)) {
+            if (log1p8(load(planar + i) * v, r)) {
                 store(lj + i, r * s);
             } else {
-                for (int q = 0; q < kBlock; ++q) lj[i + q] = std::log1p(v * px[i + q]) * s;
+                for (int q = 0; q < kBlock; ++q) lj[i + q] = std::log1p(v * planar[i + q]) * s;
             }
         }
-        for (; i < len; ++i) lj[i] = std::log1p(v * px[i]) * s;
+        for (; i < len; ++i) lj[i] = std::log1p(v * planar[i]) * s;
     }
-    for (int x = 0; x < w; ++x) {
-        float* d = dst + static_cast<size_t>(x) * dst_cp;
+    auto logs = [&](int i) { return scratch + static_cast<size_t>(i / 3) * len + (i % 3) * w; };
+    int x = 0;
+    for (; x + kBlock <= w; x += kBlock) {
+        for (int q = 0; q < p.f; ++q) {
+            const float* wq = p.fuse_w + static_cast<size_t>(q) * n3;
+            v8 acc = splat(p.fuse_b[q]);
+            for (int i = 0; i < n3; ++i) acc += splat(wq[i]) * load(logs(i) + x);
+            acc = relu(acc);
+            for (int e = 0; e < kBlock; ++e) dst[static_cast<size_t>(x + e) * dst_cp + q] = acc[e];
+        }
+    }
+    for (; x < w; ++x) {
         for (int q = 0; q < p.f; ++q) {
             const float* wq = p.fuse_w + static_cast<size_t>(q) * n3;
             float acc = p.fuse_b[q];
-            for (int j = 0; j < p.n; ++j) {
-                const float* lj = scratch + static_cast<size_t>(j) * len + 3 * x;
-                acc += wq[3 * j] * lj[0] + wq[3 * j + 1] * lj[1] + wq[3 * j + 2] * lj[2];
-            }
-            d[q] = acc > 0.0f ? acc : 0.0f;
+            for (int i = 0; i < n3; ++i) acc += wq[i] * logs(i)[x];
+            dst[static_cast<size_t>(x) * dst_cp + q] = acc > 0.0f ? acc : 0.0f;
         }
     }
 }

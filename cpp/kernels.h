@@ -51,11 +51,12 @@ struct PackedConv {
 };
 
 // Optional 1x1 "fuse" accumulation done while the conv output is hot in cache:
-//   acc[(y - rect.y0) * rect.width() + (x - rect.x0)][k] += sum_c w[k * cout_p + c] * out(y, x, c)
-// for k < 3 and every (y, x) in rect (which must lie inside the conv's rect).
+//   acc[k][(y - rect.y0) * rect.width() + (x - rect.x0)] += sum_c w[k * cout_p + c] * out(y, x, c)
+// for k < 3 and every (y, x) in rect (which must lie inside the conv's rect); acc is
+// planar (k-major) so that 8 neighbouring pixels are added as one vector.
 struct FuseTarget {
     const float* w = nullptr;  // [3][cout_p]
-    float* acc = nullptr;      // [rect.height() * rect.width()][3]
+    float* acc = nullptr;      // [3][rect.height() * rect.width()]
     Rect rect;
 };
 

@@ -182,7 +182,8 @@ class MSRNetWidget(Container):
             ComboBox(name="device", label="Device", choices=device_choices(), value="auto",
                      tooltip="auto: CUDA when available, else CPU"),
             SpinBox(name="tile", label="Tile size", value=0, min=0, max=8192, step=32,
-                    tooltip="Tile edge in pixels (0 = auto: 256 on the CPU, 2048 on CUDA): "
+                    tooltip="Tile edge in pixels (0 = auto: sized from the CPU's cache, "
+                            "128-512; 2048 on CUDA): "
                             "memory use is bounded by the tile, not the image; the result "
                             "does not depend on it"),
             ComboBox(name="threads", label="CPU threads", choices=_thread_choices(), value=0,

@@ -201,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--tile", type=_int_in(0, MAX_TILE), default=None, metavar="N",
                         help="tile edge in pixels; memory is bounded by the tile "
-                             "(0 = whole image; default: 256 on the CPU, 2048 on CUDA)")
+                             "(0 = whole image; default: sized from the CPU's cache, "
+                             "128-512, or 2048 on CUDA)")
     parser.add_argument("--threads", type=_int_in(0, MAX_THREADS, " (0 = all cores)"),
                         default=0, metavar="N",
                         help=f"CPU threads, at most {MAX_THREADS} (0 = all cores; "

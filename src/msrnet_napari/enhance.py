@@ -122,8 +122,8 @@ def enhance(
         a float dtype for integer input returns values in [0, 1].
     tile, threads, device :
         Engine settings: tile edge in pixels (memory is bounded by the tile,
-        not the image; None = the device's default, 256 on the CPU and 2048 on
-        CUDA; 0 = whole plane), CPU threads (0 = all cores, at most 1024), and
+        not the image; None = the device's default: on the CPU sized from its
+        cache, 128-512 (``Engine.default_tile``), 2048 on CUDA; 0 = whole plane), CPU threads (0 = all cores, at most 1024), and
         "auto" / "cpu" / "cuda" (auto = CUDA when available).
     progress : callable(done, total), optional
         Called after every tile of the whole job.

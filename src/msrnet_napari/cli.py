@@ -1,7 +1,7 @@
 """``msrnet-enhance``: enhance low-light image files from the command line.
 
     msrnet-enhance IN [IN ...] -o OUTDIR [--weights CKPT] [--tile N] [--threads N]
-                   [--device auto|cpu|cuda] [--suffix S] [--format keep|png|tif]
+                   [--device auto|cpu|cuda] [--suffix S] [--format keep|png|tif|fits]
                    [--bit-depth N] [--offset DN] [--gain G] [--binning auto|1..4]
                    [--max-pixels N] [--overwrite] [--quiet]
                    [--lazy] [--resume] [--block N] [--scheduler ADDR | --workers N]
@@ -60,7 +60,7 @@ PROG = "msrnet-enhance"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_TERMINATED = 128 + 15  # SIGTERM
 
-_FORMAT_EXT = {"png": ".png", "tif": ".tif"}
+_FORMAT_EXT = {"png": ".png", "tif": ".tif", "fits": ".fits"}
 LAZY_TIFF_BYTES = 1 << 30  # TIFF files larger than this are read lazily (like --lazy)
 SCHEDULER_TIMEOUT = "30s"  # --scheduler: give up connecting after this long
 
@@ -216,8 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--suffix", default="_msrnet",
                         help="appended to each output file stem (default: %(default)s; "
                              "write --suffix=-x for values starting with '-')")
-    parser.add_argument("--format", choices=("keep", "png", "tif"), default="keep",
-                        help="output format: same as input, PNG or TIFF (default: %(default)s)")
+    parser.add_argument("--format", choices=("keep", "png", "tif", "fits"), default="keep",
+                        help="output format: same as input, PNG, TIFF or FITS (gray images "
+                             "and stacks) (default: %(default)s)")
     parser.add_argument("--bit-depth", type=_int_in(1, 32), default=None, metavar="N",
                         help="white level of integer data is 2**N-1 (e.g. 16 for dark 16-bit "
                              "images); default: detected from the data like enhance()")
@@ -331,7 +332,8 @@ def _file_id(path: Path) -> tuple[int, int]:
 def _target_for(source: Path, outdir: Path, suffix: str, fmt: str) -> Path:
     if fmt == "keep":
         ext = source.suffix
-    elif IMAGE_EXTENSIONS.get(source.suffix.lower()) == {"png": "png", "tif": "tiff"}[fmt]:
+    elif IMAGE_EXTENSIONS.get(source.suffix.lower()) == {"png": "png", "tif": "tiff",
+                                                         "fits": "fits"}[fmt]:
         ext = source.suffix  # already that format: keep .tiff / .TIF spelling
     else:
         ext = _FORMAT_EXT[fmt]
@@ -528,9 +530,14 @@ def _process(job: Job, *, enhance: Callable[..., np.ndarray], cancelled: type,
         return _file_failed(job, exc)
     _check_interrupt(token)
     progress = _Progress(job.source.name, show)
+    decisions = getattr(enhance, "decisions", None)  # this file's (see _recording)
+    if decisions is not None:
+        decisions.clear()
     try:
         result = enhance_image(array, meta, enhance, progress=progress, cancel=token,
                                **enhance_kwargs)
+        if decisions:  # FITS keeps it as HISTORY cards
+            meta.info["history"] = "; ".join(d.describe() for d in decisions)
     except cancelled as exc:
         raise _Interrupted from exc
     except (FileNotFoundError, ImportError) as exc:  # no weights / no engine: all would fail
@@ -690,10 +697,13 @@ def _recording(enhance: Callable[..., Any], show: bool) -> Callable[..., Any]:
     """enhance() that reports each intensity decision (which model, scaling) on stderr."""
     def run(array, **kwargs):
         out, decision = enhance(array, return_decision=True, **kwargs)
+        if decision is not None:
+            run.decisions.append(decision)
         if show:
             print(f"  {decision.describe()}", file=sys.stderr, flush=True)
         return out
 
+    run.decisions = []  # type: ignore[attr-defined]  # read back into FITS HISTORY cards
     return run
 
 

@@ -123,8 +123,9 @@ def enhance(
     tile, threads, device :
         Engine settings: tile edge in pixels (memory is bounded by the tile,
         not the image; None = the device's default: on the CPU sized from its
-        cache, 128-512 (``Engine.default_tile``), 2048 on CUDA; 0 = whole plane), CPU threads (0 = all cores, at most 1024), and
-        "auto" / "cpu" / "cuda" (auto = CUDA when available).
+        cache, 128-512 (``Engine.default_tile``), 2048 on CUDA; 0 = whole
+        plane), CPU threads (0 = all cores, at most 1024), and "auto" / "cpu"
+        / "cuda" (auto = CUDA when available).
     progress : callable(done, total), optional
         Called after every tile of the whole job.
     cancel : object with ``is_set()``, optional

@@ -20,6 +20,13 @@ Supported formats, chosen by file extension:
   extra samples, resolution, ICC profile and the image description are kept;
   compressed input is written deflate-compressed (LZW, JPEG... need the
   ``imagecodecs`` package to be read at all).
+* FITS (``.fits``, ``.fit``, ``.fts``; astronomy) with the built-in codec of
+  :mod:`msrnet_napari.fits_io` (no dependency): the primary image (or the first
+  IMAGE extension) in its physical units - integer data with the unsigned
+  convention as uint16/uint32, other ``BSCALE``/``BZERO`` scaling as floats - gray
+  or a stack of planes (``NAXIS3``...). Written back with every header card of
+  the source (WCS and the rest), a ``HISTORY`` card, and the file's other HDUs
+  copied unchanged.
 
 The array layout is described by :class:`ImageMeta`: ``channel_axis`` is the
 axis of the samples of a pixel (-1 for PNG/JPEG/contiguous TIFF, -3 for planar
@@ -84,6 +91,9 @@ IMAGE_EXTENSIONS = {
     ".jpeg": "jpeg",
     ".tif": "tiff",
     ".tiff": "tiff",
+    ".fits": "fits",
+    ".fit": "fits",
+    ".fts": "fits",
 }
 
 JPEG_QUALITY = 95
@@ -108,7 +118,7 @@ class ImageFileError(ValueError):
 class ImageMeta:
     """What :func:`write_image` needs to write an array back like its source.
 
-    format: "png", "jpeg" or "tiff".
+    format: "png", "jpeg", "tiff" or "fits".
     kind: "gray", "gray+alpha", "rgb", "rgba" or "multichannel" (samples that
         are neither colour nor alpha, e.g. a 5-sample minisblack TIFF).
     channel_axis: axis of the samples in the array (negative), None for gray.
@@ -129,7 +139,7 @@ class ImageMeta:
 
 
 def format_for_path(path: str | os.PathLike[str]) -> str:
-    """"png" / "jpeg" / "tiff" from the extension; ImageFileError otherwise."""
+    """"png" / "jpeg" / "tiff" / "fits" from the extension; ImageFileError otherwise."""
     ext = Path(path).suffix.lower()
     try:
         return IMAGE_EXTENSIONS[ext]
@@ -182,6 +192,8 @@ def read_image(path: str | os.PathLike[str], *,
         try:
             if fmt == "tiff":
                 return _read_tiff(fh, path.name, max_pixels)
+            if fmt == "fits":
+                return _read_fits(fh, max_pixels)
             return _read_pillow(fh, fmt, max_pixels)
         except (MissingDependencyError, OSError, ImageFileError, MemoryError):
             raise
@@ -546,6 +558,17 @@ def check_writable(path: str | os.PathLike[str], shape: tuple[int, ...], dtype: 
     meta = meta or _guess_meta(shape)
     if fmt == "tiff":
         return
+    if fmt == "fits":
+        if meta.kind != "gray":
+            raise ImageFileError(f"FITS stores gray images and stacks of them, not {meta.kind} "
+                                 f"data; write TIFF instead")
+        from .fits_io import FitsError, _storage
+
+        try:
+            _storage(dtype)
+        except FitsError as exc:
+            raise ImageFileError(f"{exc}; write TIFF instead") from None
+        return
     label = fmt.upper()
     if meta.pages > 1:
         raise ImageFileError(
@@ -596,6 +619,8 @@ def write_image(path: str | os.PathLike[str], array: np.ndarray,
     try:
         if fmt == "tiff":
             _write_tiff(tmp, array, meta)
+        elif fmt == "fits":
+            _write_fits(tmp, array, meta)
         elif fmt == "png" and array.dtype == np.uint16:
             with open(tmp, "wb") as fh:
                 fh.write(_encode_png(array, meta.info))
@@ -670,6 +695,32 @@ def _write_pillow(tmp: str, array: np.ndarray, fmt: str, info: dict) -> None:
         kwargs["quality"] = JPEG_QUALITY
     iio.imwrite(tmp, np.ascontiguousarray(array), plugin="pillow",
                 extension=".jpg" if fmt == "jpeg" else ".png", **kwargs)
+
+
+def _read_fits(fh: Any, max_pixels: int) -> tuple[np.ndarray, ImageMeta]:
+    from .fits_io import FitsError, read_fits
+
+    try:
+        array, info = read_fits(fh, max_pixels,
+                                lambda n: _check_pixels(n, 1, max_pixels, "FITS image"))
+    except FitsError as exc:
+        raise ImageFileError(str(exc)) from None
+    pages = int(np.prod(array.shape[:-2])) if array.ndim > 2 else 1
+    if array.ndim < 2:
+        raise ImageFileError(f"FITS data of shape {array.shape} is not an image (needs NAXIS >= 2)")
+    return array, ImageMeta("fits", "gray", None, pages, {"fits": info})
+
+
+def _write_fits(tmp: str, array: np.ndarray, meta: ImageMeta) -> None:
+    from . import __version__
+    from .fits_io import encode_fits
+
+    info = meta.info.get("fits") if meta.format == "fits" else None
+    history = f"msrnet-napari {__version__}: enhanced with MSR-net"
+    if meta.info.get("history"):
+        history += "\n" + str(meta.info["history"])
+    with open(tmp, "wb") as fh:
+        fh.write(encode_fits(array, info, history=history))
 
 
 def _write_tiff(tmp: str, array: np.ndarray, meta: ImageMeta) -> None:

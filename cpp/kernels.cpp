@@ -375,16 +375,35 @@ inline void wino_gemm16_block(const float* v, int cin, const float* u, int cout_
     }
 }
 
+// nt <= 12 tiles (one work item) in a single register block of nt tiles, so the
+// accumulators of a short item still hide the FMA latency (a tile's sums are the
+// same whatever the block size).
+template <int P>
+inline void wino_gemm16_run(const float* v, int cin, const float* u, int cout_p, float* m) {
+    wino_gemm16_block<P>(v, cin, u, cout_p, m);
+}
 inline void wino_gemm32(const float* v, int nt, int cin, const float* u, int cout_p, int co0,
                         float* m) {
-    constexpr int P = 12;
-    int t = 0;
-    for (; t + P <= nt; t += P)
-        wino_gemm16_block<P>(v + t * cin, cin, u + co0, cout_p, m + t * cout_p + co0);
-    for (; t + 4 <= nt; t += 4)
-        wino_gemm16_block<4>(v + t * cin, cin, u + co0, cout_p, m + t * cout_p + co0);
-    for (; t < nt; ++t)
-        wino_gemm16_block<1>(v + t * cin, cin, u + co0, cout_p, m + t * cout_p + co0);
+    u += co0;
+    m += co0;
+    for (int t = 0; t < nt; t += 12) {
+        const float* vt = v + t * cin;
+        float* mt = m + t * cout_p;
+        switch (std::min(12, nt - t)) {
+            case 12: wino_gemm16_run<12>(vt, cin, u, cout_p, mt); break;
+            case 11: wino_gemm16_run<11>(vt, cin, u, cout_p, mt); break;
+            case 10: wino_gemm16_run<10>(vt, cin, u, cout_p, mt); break;
+            case 9: wino_gemm16_run<9>(vt, cin, u, cout_p, mt); break;
+            case 8: wino_gemm16_run<8>(vt, cin, u, cout_p, mt); break;
+            case 7: wino_gemm16_run<7>(vt, cin, u, cout_p, mt); break;
+            case 6: wino_gemm16_run<6>(vt, cin, u, cout_p, mt); break;
+            case 5: wino_gemm16_run<5>(vt, cin, u, cout_p, mt); break;
+            case 4: wino_gemm16_run<4>(vt, cin, u, cout_p, mt); break;
+            case 3: wino_gemm16_run<3>(vt, cin, u, cout_p, mt); break;
+            case 2: wino_gemm16_run<2>(vt, cin, u, cout_p, mt); break;
+            default: wino_gemm16_run<1>(vt, cin, u, cout_p, mt); break;
+        }
+    }
 }
 #else
 inline void wino_gemm32(const float*, int, int, const float*, int, int, float*) {}
@@ -535,9 +554,12 @@ void conv_winograd(const PackedConv& cv, const MapView& in, const MapView& out, 
     double* prof = scratch.prof;
     for (int ty = 0; ty < nty; ++ty) {
         const int y = r.y0 + Mt * ty;
-        for (int xt0 = 0; xt0 < ntx; xt0 += T) {
-            const int nt = std::min(T, ntx - xt0);
+        // the row's tiles in equal work items of at most T (53 -> 11, 11, 11, 10, 10)
+        const int items = (ntx + T - 1) / T, per = ntx / items, extra = ntx % items;
+        for (int it = 0, xt0 = 0; it < items; ++it) {
+            const int nt = per + (it < extra ? 1 : 0);
             wino_item<Mt>(cv, in, out, r, do_relu, fuse, y, xt0, nt, V, M, prof);
+            xt0 += nt;
         }
     }
 }

@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 import textwrap
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Optional
+from typing import BinaryIO, Callable, Optional
 
 import numpy as np
 
@@ -104,8 +104,8 @@ class _Header:
         v = self.values.get(key)
         return v[1:] if v is not None and v.startswith("'") else v
 
-    def int(self, key: str, default: Optional[int] = None, lo: int = -(1 << 63),
-            hi: int = (1 << 64)) -> int:
+    def integer(self, key: str, default: Optional[int] = None, lo: int = -(1 << 63),
+                hi: int = (1 << 64)) -> int:
         v = self.values.get(key)
         if v is None:
             if default is None:
@@ -125,7 +125,7 @@ class _Header:
             raise FitsError(f"header keyword {key} = {n} is out of range")
         return n
 
-    def float(self, key: str, default: float) -> float:
+    def number(self, key: str, default: float) -> float:
         v = self.values.get(key)
         if v is None:
             return default
@@ -133,9 +133,6 @@ class _Header:
             return float(v.replace("D", "E"))
         except ValueError:
             raise FitsError(f"header keyword {key} = {v[:30]!r} is not a number") from None
-
-    def logical(self, key: str) -> bool:
-        return self.values.get(key) == "T"
 
 
 def _read_exact(fh: BinaryIO, n: int, what: str) -> bytes:
@@ -174,19 +171,20 @@ def _read_header(fh: BinaryIO, first: bool) -> Optional[tuple[_Header, bytes]]:
 
 def _shape_and_size(h: _Header) -> tuple[tuple[int, ...], int, int]:
     """(array shape, data bytes incl. padding, pixels) of an HDU."""
-    bitpix = h.int("BITPIX", lo=-64, hi=64)
+    bitpix = h.integer("BITPIX", lo=-64, hi=64)
     if bitpix not in _BITPIX:
         raise FitsError(f"unsupported BITPIX {bitpix}")
-    naxis = h.int("NAXIS", lo=0, hi=999)
-    dims = [h.int(f"NAXIS{i}", lo=0, hi=1 << 40) for i in range(1, naxis + 1)]
+    naxis = h.integer("NAXIS", lo=0, hi=999)
+    dims = [h.integer(f"NAXIS{i}", lo=0, hi=1 << 40) for i in range(1, naxis + 1)]
     pixels = int(np.prod(dims, dtype=object)) if dims else 0
-    pcount = h.int("PCOUNT", 0, lo=0, hi=1 << 50)
-    gcount = h.int("GCOUNT", 1, lo=0, hi=1 << 40)
+    pcount = h.integer("PCOUNT", 0, lo=0, hi=1 << 50)
+    gcount = h.integer("GCOUNT", 1, lo=0, hi=1 << 40)
     size = abs(bitpix) // 8 * gcount * (pcount + pixels)
     return tuple(reversed(dims)), _blocks(size), pixels
 
 
-def read_fits(fh: BinaryIO, max_pixels: int, check_pixels: Any = None
+def read_fits(fh: BinaryIO, max_pixels: int,
+              check_pixels: Optional[Callable[[int], None]] = None
               ) -> tuple[np.ndarray, FitsInfo]:
     """Read the image of a FITS file (see the module docstring) and what writes it back.
 
@@ -215,7 +213,7 @@ def read_fits(fh: BinaryIO, max_pixels: int, check_pixels: Any = None
             check_pixels(pixels)
         elif pixels > max_pixels:
             raise FitsError(f"image of {pixels} pixels is larger than the limit {max_pixels}")
-        bitpix = h.int("BITPIX")
+        bitpix = h.integer("BITPIX")
         stored = np.dtype(_BITPIX[bitpix])
         nbytes = pixels * stored.itemsize
         data = np.frombuffer(_read_exact(fh, nbytes, "the image"), dtype=stored).reshape(shape)
@@ -232,7 +230,7 @@ def read_fits(fh: BinaryIO, max_pixels: int, check_pixels: Any = None
 def _physical(data: np.ndarray, h: _Header, bitpix: int) -> tuple[np.ndarray, bool]:
     """The stored values in native byte order and physical units (and whether scaled)."""
     native = data.astype(data.dtype.newbyteorder("="))
-    bscale, bzero = h.float("BSCALE", 1.0), h.float("BZERO", 0.0)
+    bscale, bzero = h.number("BSCALE", 1.0), h.number("BZERO", 0.0)
     if bscale == 1.0 and bzero == 0.0:
         return native, False
     if bitpix > 0 and bscale == 1.0 and bzero == _UNSIGNED[bitpix][0]:

@@ -212,6 +212,36 @@ def test_float_and_wide_integer_data_keep_their_units():
     assert res[20, 20] == np.iinfo(np.uint32).max  # the white level never wraps to 0
 
 
+def test_nan_pixels_are_missing_values_kept_missing():
+    """Float data with NaN (masked pixels, mosaic borders): the decision ignores them, the
+    network sees the dark level there, the output has NaN exactly where the input had."""
+    da = pytest.importorskip("dask.array")
+    clean, _ = blobs()
+    f = 1000.0 + 5000.0 * clean + np.random.default_rng(0).normal(0, 20, clean.shape)
+    holes = f.copy()
+    holes[:, :10] = np.nan  # a border
+    holes[60:64, 70:90] = np.nan  # a masked strip
+    out, d = enhance(holes, weights=LINEAR_ID, binning=1, return_decision=True)
+    missing = np.isnan(holes)
+    np.testing.assert_array_equal(np.isnan(out), missing)
+    ref = scaling_for(holes[~missing].reshape(1, -1), weights=LINEAR_ID, binning=1)
+    assert d.linear.channels[0].dark == ref.linear.channels[0].dark  # NaN left out
+    filled = np.where(missing, d.linear.channels[0].dark, holes)
+    np.testing.assert_array_equal(out[~missing], enhance(filled, weights=LINEAR_ID,
+                                                         scaling=d)[~missing])
+    lazy = np.asarray(enhance(da.from_array(holes, chunks=32), weights=LINEAR_ID, binning=1))
+    np.testing.assert_array_equal(np.isnan(lazy), missing)  # float rounding apart (tiles):
+    np.testing.assert_allclose(lazy[~missing], out[~missing], rtol=0, atol=1e-6 * 5000 / SPAN)
+    with pytest.raises(ValueError, match="cannot hold: pass a float dtype"):
+        enhance(holes, weights=LINEAR_ID, binning=1, dtype=np.uint16)
+    with pytest.raises(ValueError, match="all NaN"):
+        enhance(np.full((16, 16), np.nan), weights=LINEAR_ID)
+    inf = f.copy()
+    inf[3, 3] = np.inf
+    with pytest.raises(ValueError, match="infinite"):
+        enhance(inf, weights=LINEAR_ID)
+
+
 # ------------------------------------------------------------ the bundled model
 
 needs_micro = pytest.mark.skipif("microscopy" not in msrnet_napari.available_models(),

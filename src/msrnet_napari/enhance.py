@@ -25,8 +25,8 @@ from .intensity import (
     IntensityDecision,
     IntensityOptions,
     PlaneIO,
-    check_finite,
     check_finite_output,
+    check_not_infinite,
     decide,
     is_dask,
 )
@@ -71,7 +71,10 @@ def enhance(
     Parameters
     ----------
     array : array-like or dask array
-        uint8/uint16/other integer or float data. 2-D gray (Y, X); RGB/RGBA
+        uint8/uint16/other integer or float data. Infinite values are refused;
+        NaN marks missing pixels for the linear (microscopy) model - left out of
+        its decision, restored as the dark level, NaN again in the (float)
+        result - and is refused by the photo model. 2-D gray (Y, X); RGB/RGBA
         (Y, X, 3|4); channels-last (Y, X, C); or an nD stack of these (Z, T, ...
         leading axes), enhanced plane by plane. Undescribed shapes follow ONE rule,
         :func:`msrnet_napari.layout.guess_layout`: a last axis of 1-2 is channels;
@@ -249,9 +252,11 @@ def exposure_gain_for(
 
 
 def _as_checked_array(array: Any) -> np.ndarray:
+    """The input as numpy, its dtype checked; infinite values refused here, NaN by the
+    photo model (PlaneIO.to_network) - the linear model takes NaN as missing pixels."""
     data = np.asarray(array)
     check_dtype(data.dtype)
-    check_finite(data)
+    check_not_infinite(data)
     return data
 
 

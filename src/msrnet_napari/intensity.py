@@ -41,13 +41,21 @@ from .exposure import (
     summary_statistic,
 )
 from .layout import Layout, resolve_layout
-from .linear_intensity import ChannelMapping, LinearMapping, decide_channel, strided_sample
+from .linear_intensity import (
+    PEDESTAL,
+    ChannelMapping,
+    LinearMapping,
+    decide_channel,
+    strided_sample,
+)
 from .normalize import Scaling, check_dtype, choose_scaling, from_unit, to_unit
 
 __all__ = ["IntensityDecision", "PhotoMapping", "decide", "is_dask", "BAND_PIXELS"]
 
 BAND_PIXELS = 2 << 20  # pixels per band of rows, for the engine and statistics (24 MiB float32 RGB)
 NON_FINITE_INPUT = "image contains NaN or infinite values; replace them before enhancing"
+INFINITE_INPUT = ("image contains infinite values; replace them before enhancing (NaN marks "
+                  "missing pixels for the linear model)")
 
 
 def is_dask(array: Any) -> bool:
@@ -282,8 +290,7 @@ def _linear_mapping(array, decision: IntensityDecision, *, offset, gain, intensi
             continue
         nd = view.ndim
         sample = strided_sample(view, (nd - 2, nd - 1))
-        sample = np.asarray(sample.compute() if is_dask(sample) else sample)
-        check_finite(sample)
+        sample = known_values(np.asarray(sample.compute() if is_dask(sample) else sample))
         channels.append(decide_channel(sample, integer=integer, dark=dark, binning=binning,
                                        plane=_noise_plane(view)))
     return LinearMapping(tuple(channels), gain=1.0 if gain is None else _positive("gain", gain))
@@ -338,9 +345,14 @@ class PlaneIO:
 
     def to_network(self, i: int, block: np.ndarray) -> np.ndarray:
         d = self.decision
+        missing = np.isnan(block) if block.dtype.kind == "f" else None
         if d.linear is not None:
             unit = self._channel(i).to_network(block)
+            if missing is not None and missing.any():  # missing pixels: the dark level
+                unit[missing] = PEDESTAL
             return np.ascontiguousarray(np.repeat(unit[..., None], 3, axis=-1))
+        if missing is not None and missing.any():
+            raise ValueError(NON_FINITE_INPUT)
         p = d.photo
         rgb = self.layout.rgb
         unit = to_unit(block[..., :3] if rgb else block, p.scaling)
@@ -361,6 +373,13 @@ class PlaneIO:
         if d.linear is not None:
             out[...] = self._channel(i).restore(result.mean(axis=-1), raw, d.out_dtype,
                                                 d.linear.gain)
+            if raw.dtype.kind == "f":
+                missing = np.isnan(raw)
+                if missing.any():  # missing in, missing out
+                    if out.dtype.kind != "f":
+                        raise ValueError(f"the image has missing (NaN) pixels, which "
+                                         f"{out.dtype} cannot hold: pass a float dtype=")
+                    out[missing] = np.nan
             return
         p = d.photo
         if self.layout.rgb:
@@ -381,6 +400,25 @@ def check_finite(data: np.ndarray) -> None:
         raise ValueError(NON_FINITE_INPUT)
 
 
+def check_not_infinite(data: np.ndarray) -> None:
+    """ValueError for float input data holding infinite values (NaN is decided later:
+    missing pixels for the linear model, refused by the photo model)."""
+    if data.size and data.dtype.kind == "f" and np.isinf(data).any():
+        raise ValueError(INFINITE_INPUT)
+
+
+def known_values(sample: np.ndarray) -> np.ndarray:
+    """The sample without its missing (NaN) values, for the linear decision; infinite
+    values and an all-missing channel are errors."""
+    if sample.dtype.kind != "f":
+        return sample
+    check_not_infinite(sample)
+    known = sample[~np.isnan(sample)]
+    if sample.size and not known.size:
+        raise ValueError("a channel has no known values (all NaN)")
+    return known
+
+
 def check_finite_output(result: np.ndarray) -> None:
     if not np.isfinite(result).all():
         raise FloatingPointError(
@@ -388,4 +426,5 @@ def check_finite_output(result: np.ndarray) -> None:
             "(e.g. a diverged training run)")
 
 
-__all__ += ["PlaneIO", "check_finite_output", "check_finite"]
+__all__ += ["PlaneIO", "check_finite_output", "check_finite", "check_not_infinite",
+            "known_values"]

@@ -231,3 +231,26 @@ def test_napari_reader(tmp_path):
     assert kind == "image" and kwargs["name"] == "img"
     np.testing.assert_array_equal(data, x)
     assert "OBJECT  = 'HH      '" in kwargs["metadata"]["fits_header"]
+
+
+def test_napari_writer_keeps_the_header_and_adds_the_decision(tmp_path):
+    from msrnet_napari._writer import write_fits
+
+    x = np.arange(20, dtype=">i2").reshape(4, 5)
+    src = tmp_path / "src.fits"
+    src.write_bytes(primary(x, 16, card("CTYPE1", "'RA---TAN'"), card("CRPIX1", "2.5")))
+    [(data, kwargs, _)] = read_fits_layers(str(src))
+    # what the widget's result layer carries: the source's header and the decision
+    attributes = {"rgb": False, "metadata": {
+        "fits_header": kwargs["metadata"]["fits_header"],
+        "msrnet": {"decision": "model microscopy (linear intensities): dark 3 (auto)"}}}
+    [path] = write_fits(str(tmp_path / "out.fits"), data.astype(np.float32) * 2, attributes)
+    y, meta = read_image(path)
+    np.testing.assert_array_equal(y, x * 2)
+    cards = [c.rstrip() for c in meta.info["fits"].cards]
+    assert "CTYPE1  = 'RA---TAN'" in cards and any(c.startswith("CRPIX1") for c in cards)
+    assert any("dark 3 (auto)" in c for c in cards if c.startswith("HISTORY"))
+    with pytest.raises(ValueError, match="not RGB"):
+        write_fits(str(tmp_path / "rgb.fits"), np.zeros((4, 4, 3), np.uint8), {"rgb": True})
+    write_fits(str(tmp_path / "plain.fits"), np.ones((3, 3), np.uint8), {})  # no header: fine
+    assert read_image(tmp_path / "plain.fits")[0].dtype == np.uint8

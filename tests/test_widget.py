@@ -499,6 +499,32 @@ def test_widget_microscopy_model_offset_gain_and_preview(make_napari_viewer, qtb
 
 
 @pytest.mark.gui
+def test_widget_result_keeps_the_fits_header(make_napari_viewer, qtbot, notes, tmp_path):
+    from msrnet_napari import available_models
+    from msrnet_napari._writer import write_fits
+    from msrnet_napari.image_files import read_image
+
+    if "microscopy" not in available_models():
+        pytest.skip("bundled microscopy model not installed")
+    data = (100 + 2 * np.random.default_rng(4).poisson(3.0, (48, 56))).astype(np.int16)
+    header = ["SIMPLE  =                    T", "BITPIX  =                   16",
+              "CTYPE1  = 'RA---TAN'", "OBJECT  = 'M51     '"]
+    viewer = make_napari_viewer()
+    viewer.add_image(data, name="plate", metadata={"fits_header": header})
+    widget = _open_widget(viewer)
+    widget.model.value = "microscopy"
+    widget.run()
+    _wait(qtbot, widget)
+    assert notes["error"] == []
+    out = viewer.layers["plate (MSR-net)"]
+    assert out.metadata["fits_header"] == header and "decision" in out.metadata["msrnet"]
+    [path] = write_fits(str(tmp_path / "out.fits"), out.data, out.as_layer_data_tuple()[1])
+    cards = [c.rstrip() for c in read_image(path)[1].info["fits"].cards]
+    assert "OBJECT  = 'M51     '" in cards
+    assert any("model microscopy" in c for c in cards if c.startswith("HISTORY"))
+
+
+@pytest.mark.gui
 def test_widget_binning_choice(make_napari_viewer, qtbot, notes):
     """The Binning menu passes the user's choice; the core decides what auto means."""
     from msrnet_napari import available_models, enhance

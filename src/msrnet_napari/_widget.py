@@ -111,6 +111,15 @@ class _EnhanceProgress(cancelable_progress):
             self.cancel_callback()
 
 
+#: source-layer metadata the result layer keeps (FITS header: saving the result as FITS
+#: writes the source's WCS and other cards back, see _writer.py)
+CARRIED_METADATA = ("fits_header",)
+
+
+def _carried_metadata(metadata: Any) -> dict[str, Any]:
+    return {k: metadata[k] for k in CARRIED_METADATA if isinstance(metadata, dict) and k in metadata}
+
+
 def _thread_choices() -> list[tuple[str, int]]:
     cores = max(os.cpu_count() or 1, 1)
     choices = [(f"auto ({auto_threads(cores)} of {cores} cores)", 0)]
@@ -388,7 +397,7 @@ class MSRNetWidget(Container):
             "shear": layer.shear,
             "affine": layer.affine,
             "blending": layer.blending,
-            "metadata": {"msrnet": {
+            "metadata": {**_carried_metadata(layer.metadata), "msrnet": {
                 "source": layer.name,
                 "weights": str(weights) if weights is not None else (model or "auto"),
                 "plane": None if array.shape == full.shape else list(offset[:-2]),
@@ -469,7 +478,7 @@ class MSRNetWidget(Container):
         kwargs["contrast_limits"] = job.input_limits  # the decision's arrive with it
         meta = dict(kwargs["metadata"]["msrnet"])
         meta.update(planes_done=0, planes_total=job.n_planes, complete=False)
-        kwargs["metadata"] = {"msrnet": meta}
+        kwargs["metadata"] = {**kwargs["metadata"], "msrnet": meta}
         data = np.zeros(job.array.shape, dtype=result_dtype(job))
         return self._viewer.add_image(data, **kwargs)
 
@@ -552,9 +561,10 @@ class MSRNetWidget(Container):
         kwargs = dict(job.layer_kwargs)
         kwargs["contrast_limits"] = outcome.contrast_limits
         if outcome.decision is not None:
-            kwargs["metadata"] = {"msrnet": {**kwargs["metadata"]["msrnet"],
-                                             "model": outcome.decision.model,
-                                             "decision": outcome.decision.describe()}}
+            meta = kwargs["metadata"]
+            kwargs["metadata"] = {**meta, "msrnet": {**meta["msrnet"],
+                                                     "model": outcome.decision.model,
+                                                     "decision": outcome.decision.describe()}}
             self.decision.value = outcome.decision.describe()
         try:
             added = self._viewer.add_image(outcome.data, **kwargs)

@@ -93,6 +93,17 @@ def test_other_scaling_gives_physical_floats_written_back_as_floats(tmp_path):
     assert "BUNIT   = 'ADU     '" in text
 
 
+def test_blank_pixels_become_nan_and_stay_missing(tmp_path):
+    stored = np.array([[-32768, 5], [7, -32768]], dtype=">i2")
+    y, info = read(primary(stored, 16, card("BLANK", "-32768")))
+    assert y.dtype == np.float32 and info.scaled
+    np.testing.assert_array_equal(y, [[np.nan, 5], [7, np.nan]])
+    z, _ = read(fits_io.encode_fits(y, info))  # written back as floats, NaN kept
+    np.testing.assert_array_equal(z, y)
+    plain, _ = read(primary(np.array([[1, 2]], ">i2"), 16, card("BLANK", "-32768")))
+    assert plain.dtype == np.int16  # no blank pixel: the integers stay
+
+
 def test_header_cards_kept_checksums_dropped_history_added(tmp_path):
     x = np.array([[1, 2], [3, 4]], dtype=">i2")
     src = tmp_path / "a.fits"

@@ -9,7 +9,9 @@ values are returned as they are stored, in their physical units:
 * the unsigned-integer convention (``BSCALE = 1`` with ``BZERO`` = 2^15, 2^31, 2^63,
   or -128 for bytes) gives uint16 / uint32 / uint64 (int8);
 * any other ``BSCALE`` / ``BZERO`` gives the physical values ``BZERO + BSCALE * x``
-  as float32 (``BITPIX`` 8, 16) or float64 (32, 64), written back as floats.
+  as float32 (``BITPIX`` 8, 16) or float64 (32, 64), written back as floats;
+* integer pixels equal to ``BLANK`` (undefined) become NaN, in float32 / float64
+  the same way - missing values, which the linear model leaves out and keeps.
 
 The image is the primary HDU's data, or the first IMAGE extension when the
 primary HDU has none. ``NAXIS1`` is x (columns), ``NAXIS2`` y; further axes are
@@ -64,8 +66,8 @@ class FitsInfo:
     cards: the image HDU's header cards (80 characters each, END excluded);
     extension: the image came from an IMAGE extension (not the primary HDU);
     before / after: the bytes of the file before and after the image HDU (other
-    HDUs, copied unchanged); scaled: the values were scaled (``BSCALE`` / ``BZERO``)
-    to floats on reading.
+    HDUs, copied unchanged); scaled: the values were made floats on reading
+    (``BSCALE`` / ``BZERO`` scaling, or ``BLANK`` pixels turned NaN).
     """
 
     cards: list[str] = field(default_factory=list)
@@ -219,6 +221,12 @@ def read_fits(fh: BinaryIO, max_pixels: int,
         data = np.frombuffer(_read_exact(fh, nbytes, "the image"), dtype=stored).reshape(shape)
         _read_exact(fh, size - nbytes, "the image padding")
         array, scaled = _physical(data, h, bitpix)
+        if bitpix > 0 and "BLANK" in h.values:  # undefined pixels of integer data -> NaN
+            missing = data == h.integer("BLANK")
+            if missing.any():
+                array = array.astype(np.float32 if bitpix <= 16 else np.float64)
+                array[missing] = np.nan
+                scaled = True
         after = fh.read(MAX_OTHER_BYTES + 1)
         if len(after) > MAX_OTHER_BYTES:
             raise FitsError(f"the HDUs after the image are larger than {MAX_OTHER_BYTES >> 20} MiB "

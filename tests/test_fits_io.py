@@ -163,6 +163,10 @@ def test_image_extension_and_other_hdus_are_kept_byte_for_byte(tmp_path):
             card("NAXIS2", "2")) + b"\0" * 3, "truncated"),
     (header(card("SIMPLE", "T"), card("BITPIX", "16"), card("NAXIS", "0")), "without an image"),
     (card("SIMPLE", "T") + b" " * 2800, "truncated FITS header"),
+    (header(card("SIMPLE", "T"), card("BITPIX", "8"), card("NAXIS", "0"))
+     + header(card("XTENSION", "'BINTABLE'"), card("BITPIX", "8"), card("NAXIS", "2"),
+              card("NAXIS1", "8"), card("NAXIS2", "1"), card("PCOUNT", "0"), card("GCOUNT", "1"),
+              card("ZIMAGE", "T")) + padded(b"\0" * 8), "tile-compressed"),
 ])
 def test_bad_files_fail_clearly(data, message):
     with pytest.raises(fits_io.FitsError, match=message):

@@ -205,6 +205,9 @@ def read_fits(fh: BinaryIO, max_pixels: int,
         xtension = None if first else (h.text("XTENSION") or "").strip()
         shape, size, pixels = _shape_and_size(h)
         is_image = pixels > 0 and (first or xtension == "IMAGE")
+        if xtension == "BINTABLE" and h.values.get("ZIMAGE") == "T":
+            raise FitsError("tile-compressed FITS images (fpack, ZIMAGE) are not supported; "
+                            "decompress the file first (funpack)")
         if not is_image:  # an empty primary HDU, a table...: keep it, look further
             if len(before) + len(raw) + size > MAX_OTHER_BYTES:
                 raise FitsError(f"no image within the first {MAX_OTHER_BYTES >> 20} MiB of HDUs")

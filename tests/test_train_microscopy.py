@@ -1,0 +1,100 @@
+"""The microscopy training data (sensor model, held-out split) and its trainer, on a tiny
+fake data folder laid out like ``../shared/data/microscopy``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from msrnet_napari.linear_intensity import PEDESTAL, SPAN
+from msrnet_napari.training import microscopy_data as md
+
+PIL = pytest.importorskip("PIL.Image")
+
+
+def _png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PIL.fromarray(np.clip(array, 0, 255).astype(np.uint8)).save(path)
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:96, :96]
+    for field in (1, 2, 3, 9):  # 3 and 9 are held-out fields
+        for ch in range(2):
+            clean = 20 + 200 * np.exp(-((yy - 30 - 10 * ch) ** 2 + (xx - 50) ** 2) / 200.0)
+            name = f"{field:03d}_{ch}.png"
+            _png(tmp_path / "microscopy/w2s/avg400" / name, clean)
+            _png(tmp_path / "microscopy/w2s/avg1" / name, clean + rng.normal(0, 15, clean.shape))
+    for i in range(12):
+        _png(tmp_path / f"microscopy/dsb2018/img{i:02d}.png",
+             80 * (np.hypot(yy - 48, xx - 20 - 4 * i) < 12))
+    return tmp_path
+
+
+def test_whole_fields_and_images_are_held_out(data_root):
+    data = md.load(data_root)
+    train, val = set(data.names["train"]), set(data.names["val"])
+    assert not train & val
+    val_fields = {md.w2s_field(n.split("/")[1]) for n in val if n.startswith("w2s/")}
+    train_fields = {md.w2s_field(n.split("/")[1]) for n in train if n.startswith("w2s/")}
+    assert val_fields == {3, 9} and train_fields == {1, 2}
+    assert len(data.val_real) == 4 and len(data.train_real) == 4
+    dsb_val = [n for n in val if n.startswith("dsb2018/")]
+    assert dsb_val == [n for n in sorted(val) if n.startswith("dsb2018/")]  # by name hash
+    assert [n for n in md.load(data_root).names["val"]] == data.names["val"]  # fixed
+
+
+def test_sensor_model_is_poisson_gaussian_with_offset_and_quantisation():
+    rng = np.random.default_rng(1)
+    clean = np.full((400, 400), 0.5)
+    noisy, expected = md.expose(clean, rng, peak=1000, bg=20, adu=2.0, read=3.0, offset=100,
+                                bits=12)
+    assert np.all(expected == 100 + 2.0 * (500 + 20))
+    assert abs(noisy.mean() - expected.mean()) < 1.0
+    assert abs(noisy.var() / (4.0 * (520 + 9)) - 1) < 0.05  # adu^2 (electrons + read^2)
+    assert np.all(noisy == np.rint(noisy)) and noisy.max() <= 4095
+    dim, _ = md.expose(clean, rng, peak=2, bg=0, adu=1.0, read=0.5, offset=10, bits=16)
+    assert abs(dim.mean() - 11) < 0.05  # a photon per pixel still averages right
+
+
+def test_synthetic_pairs_are_in_network_units():
+    rng = np.random.default_rng(2)
+    clean = np.zeros((128, 128))
+    clean[40:80, 40:80] = 1.0
+    # the scale is the noisy image's 99.9th percentile: ~the square's level at many photons,
+    # well above it (noise) at a few
+    for peak, lo, hi in ((3.0, 0.15, 0.9), (1000.0, 0.8, 1.05)):
+        x, y = md.synthetic_pair(clean, 96, rng, peak=peak, center=True)
+        assert x.shape == y.shape == (96, 96) and x.dtype == y.dtype == np.float32
+        # the dark background sits near the pedestal (a random sky / autofluorescence
+        # level of up to 5 % of the peak lifts it a little)
+        bg = float(np.median(y[:10, :10]))
+        assert abs(bg - PEDESTAL) < 0.05
+        assert lo * SPAN < float(np.median(y[30:60, 30:60])) - bg < hi * SPAN
+    noisy_lo = md.synthetic_pair(clean, 96, np.random.default_rng(3), peak=3.0, center=True)[0]
+    noisy_hi = md.synthetic_pair(clean, 96, np.random.default_rng(3), peak=1000.0, center=True)[0]
+    assert noisy_lo[30:60, 30:60].std() > 3 * noisy_hi[30:60, 30:60].std()  # fewer photons
+
+
+def test_trainer_runs_validates_by_the_chosen_groups_and_resumes(data_root, tmp_path):
+    pytest.importorskip("torch")
+    from msrnet_napari.checkpoint import load_checkpoint
+    from msrnet_napari.training import train_microscopy as tm
+
+    out = tmp_path / "run"
+    args = ["--data", str(data_root), "--out", str(out), "--steps", "3", "--batch", "2",
+            "--crop", "32", "--val-size", "48", "--threads", "1", "--val-every-s", "1e9",
+            "--peak-photons", "100", "3000", "--val-groups", "p1000", "w2s"]
+    assert tm.main(args) == 0
+    best, last = load_checkpoint(out / "best.pt"), load_checkpoint(out / "last.pt")
+    assert best.config.intensity == "linear"
+    levels = last.metadata["val_levels"]
+    assert set(levels) == {"p3", "p10", "p30", "p100", "p1000", "w2s"}
+    assert last.metadata["val_psnr"] == pytest.approx((levels["p1000"] + levels["w2s"]) / 2)
+    assert last.metadata["step"] == 3
+    assert tm.main(args[:5] + ["6"] + args[6:] + ["--resume"]) == 0
+    assert load_checkpoint(out / "last.pt").metadata["step"] == 6
+    with pytest.raises(SystemExit, match="none of"):
+        tm.main([a if a != "w2s" else "p7" for a in args[:-2]] + ["p7"])

@@ -98,3 +98,14 @@ def test_trainer_runs_validates_by_the_chosen_groups_and_resumes(data_root, tmp_
     assert load_checkpoint(out / "last.pt").metadata["step"] == 6
     with pytest.raises(SystemExit, match="none of"):
         tm.main([a if a != "w2s" else "p7" for a in args[:-2]] + ["p7"])
+
+
+def test_validation_bins_the_crops_enhance_would_bin():
+    from msrnet_napari.training.train_microscopy import val_binning
+
+    yy, xx = np.mgrid[:128, :128]
+    clean = np.exp(-((yy - 64) ** 2 + (xx - 64) ** 2) / 800.0)  # a smooth cell
+    factors = {peak: val_binning(md.synthetic_pair(clean, 128, np.random.default_rng(5),
+                                                   peak=peak, center=True)[0])
+               for peak in (3.0, 10.0, 1000.0)}
+    assert factors == {3.0: 2, 10.0: 2, 1000.0: 1}  # the linear model's SNR rule

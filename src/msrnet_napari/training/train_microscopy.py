@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-groups", nargs="+", default=None, metavar="GROUP",
                    help="validation groups (p3 p10 p30 p100 p1000 w2s) whose mean PSNR picks "
                         "best.pt (default: all)")
+    p.add_argument("--val-binning", choices=("auto", "1"), default="auto",
+                   help="validate like the product: 'auto' restores each validation crop "
+                        "2x2-binned (cycle-spun) where its SNR is below the binning threshold, "
+                        "as enhance() does; '1': always at full resolution")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50)
     return p
@@ -67,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
 def cosine_lr(args, progress: float) -> float:
     lo = args.lr * args.min_lr_frac
     return lo + 0.5 * (args.lr - lo) * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+
+
+def val_binning(x: np.ndarray) -> int:
+    """The binning factor enhance() would choose for a validation crop ``x`` (network
+    units): the linear model's rule on its signal-to-noise ratio, the network's
+    reference level (SPAN above the pedestal) over the noise at its bright structures."""
+    from ..linear_intensity import PEDESTAL, SPAN, ChannelMapping, choose_binning, signal_noise
+
+    mapping = ChannelMapping(dark=PEDESTAL, scale=SPAN,
+                             signal_noise=signal_noise(x, PEDESTAL, SPAN))
+    return choose_binning(mapping.snr)
 
 
 @dataclass
@@ -161,15 +176,25 @@ class Trainer:
 
     def validate(self) -> dict[str, Any]:
         """Mean PSNR in network units (peak 1) per group (photon level / real W2S);
-        ``psnr`` is the mean over ``--val-groups`` (all groups by default)."""
+        ``psnr`` is the mean over ``--val-groups`` (all groups by default). With
+        ``--val-binning auto`` each crop goes the product's way: binned where
+        :func:`val_binning` says enhance() would bin it."""
         import torch
+
+        from ..binning import run_binned
+        from ..linear_intensity import UPPER_CLIP
+
+        def run(u: np.ndarray, _progress=None) -> np.ndarray:  # H x W x 3 -> H x W x 3
+            t = torch.from_numpy(np.ascontiguousarray(u.transpose(2, 0, 1))[None])
+            return self.model(t)[0].numpy().transpose(1, 2, 0)
 
         groups: dict[str, list[float]] = {}
         self.model.eval()
         with torch.no_grad():
             for label, x, y in self.val_set:
-                xt = torch.from_numpy(np.repeat(x[None, None], 3, axis=1))
-                out = self.model(xt)[0].mean(0).numpy()
+                u = np.repeat(x[..., None], 3, axis=-1)
+                factor = val_binning(x) if self.args.val_binning == "auto" else 1
+                out = run_binned(run, u, factor, ceiling=UPPER_CLIP).mean(-1)
                 mse = float(np.mean((out - y) ** 2))
                 groups.setdefault(label, []).append(10 * math.log10(1.0 / max(mse, 1e-12)))
         self.model.train()

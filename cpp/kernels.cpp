@@ -418,10 +418,6 @@ inline void wino_gemm16_block(const float* v, int cin, const float* u, int cout_
 // nt <= 12 tiles (one work item) in a single register block of nt tiles, so the
 // accumulators of a short item still hide the FMA latency (a tile's sums are the
 // same whatever the block size).
-template <int P>
-inline void wino_gemm16_run(const float* v, int cin, const float* u, int cout_p, float* m) {
-    wino_gemm16_block<P>(v, cin, u, cout_p, m);
-}
 inline void wino_gemm32(const float* v, int nt, int cin, const float* u, int cout_p, int co0,
                         float* m) {
     u += co0;
@@ -430,18 +426,18 @@ inline void wino_gemm32(const float* v, int nt, int cin, const float* u, int cou
         const float* vt = v + t * cin;
         float* mt = m + t * cout_p;
         switch (std::min(12, nt - t)) {
-            case 12: wino_gemm16_run<12>(vt, cin, u, cout_p, mt); break;
-            case 11: wino_gemm16_run<11>(vt, cin, u, cout_p, mt); break;
-            case 10: wino_gemm16_run<10>(vt, cin, u, cout_p, mt); break;
-            case 9: wino_gemm16_run<9>(vt, cin, u, cout_p, mt); break;
-            case 8: wino_gemm16_run<8>(vt, cin, u, cout_p, mt); break;
-            case 7: wino_gemm16_run<7>(vt, cin, u, cout_p, mt); break;
-            case 6: wino_gemm16_run<6>(vt, cin, u, cout_p, mt); break;
-            case 5: wino_gemm16_run<5>(vt, cin, u, cout_p, mt); break;
-            case 4: wino_gemm16_run<4>(vt, cin, u, cout_p, mt); break;
-            case 3: wino_gemm16_run<3>(vt, cin, u, cout_p, mt); break;
-            case 2: wino_gemm16_run<2>(vt, cin, u, cout_p, mt); break;
-            default: wino_gemm16_run<1>(vt, cin, u, cout_p, mt); break;
+            case 12: wino_gemm16_block<12>(vt, cin, u, cout_p, mt); break;
+            case 11: wino_gemm16_block<11>(vt, cin, u, cout_p, mt); break;
+            case 10: wino_gemm16_block<10>(vt, cin, u, cout_p, mt); break;
+            case 9: wino_gemm16_block<9>(vt, cin, u, cout_p, mt); break;
+            case 8: wino_gemm16_block<8>(vt, cin, u, cout_p, mt); break;
+            case 7: wino_gemm16_block<7>(vt, cin, u, cout_p, mt); break;
+            case 6: wino_gemm16_block<6>(vt, cin, u, cout_p, mt); break;
+            case 5: wino_gemm16_block<5>(vt, cin, u, cout_p, mt); break;
+            case 4: wino_gemm16_block<4>(vt, cin, u, cout_p, mt); break;
+            case 3: wino_gemm16_block<3>(vt, cin, u, cout_p, mt); break;
+            case 2: wino_gemm16_block<2>(vt, cin, u, cout_p, mt); break;
+            default: wino_gemm16_block<1>(vt, cin, u, cout_p, mt); break;
         }
     }
 }

@@ -11,7 +11,13 @@ import pytest
 from msrnet_napari import fits_io
 from msrnet_napari._reader import get_reader, read_fits_layers
 from msrnet_napari.config import MSRNetConfig
-from msrnet_napari.image_files import ImageFileError, check_writable, read_image, write_image
+from msrnet_napari.image_files import (
+    ImageFileError,
+    _guess_meta,
+    check_writable,
+    read_image,
+    write_image,
+)
 
 from conftest import cli_checkpoint
 
@@ -188,7 +194,7 @@ def test_pixel_limit_before_reading(tmp_path):
 
 
 def test_write_checks():
-    meta_rgb = read_image.__globals__["_guess_meta"]((4, 4, 3))
+    meta_rgb = _guess_meta((4, 4, 3))
     with pytest.raises(ImageFileError, match="gray images"):
         check_writable("x.fits", (4, 4, 3), np.uint8, meta_rgb)
     with pytest.raises(ImageFileError, match="cannot store bool"):

@@ -332,8 +332,7 @@ def _file_id(path: Path) -> tuple[int, int]:
 def _target_for(source: Path, outdir: Path, suffix: str, fmt: str) -> Path:
     if fmt == "keep":
         ext = source.suffix
-    elif IMAGE_EXTENSIONS.get(source.suffix.lower()) == {"png": "png", "tif": "tiff",
-                                                         "fits": "fits"}[fmt]:
+    elif IMAGE_EXTENSIONS.get(source.suffix.lower()) == IMAGE_EXTENSIONS[_FORMAT_EXT[fmt]]:
         ext = source.suffix  # already that format: keep .tiff / .TIF spelling
     else:
         ext = _FORMAT_EXT[fmt]

@@ -36,7 +36,7 @@ from typing import BinaryIO, Callable, Optional
 
 import numpy as np
 
-__all__ = ["FITS_EXTENSIONS", "FitsError", "FitsInfo", "read_fits", "encode_fits"]
+__all__ = ["FITS_EXTENSIONS", "FitsError", "FitsInfo", "read_fits", "encode_fits", "storage_for"]
 
 FITS_EXTENSIONS = (".fits", ".fit", ".fts")
 BLOCK = 2880
@@ -245,9 +245,7 @@ def _physical(data: np.ndarray, h: _Header, bitpix: int) -> tuple[np.ndarray, bo
     if bscale == 1.0 and bzero == 0.0:
         return native, False
     if bitpix > 0 and bscale == 1.0 and bzero == _UNSIGNED[bitpix][0]:
-        size = native.dtype.itemsize  # adding this BZERO = flipping the top bit
-        bits = native.view(f"u{size}") ^ np.array(1 << (size * 8 - 1), dtype=f"u{size}")
-        return bits.view(_UNSIGNED[bitpix][1]), False
+        return _flip_top_bit(native).view(_UNSIGNED[bitpix][1]), False
     out = np.float32 if bitpix in (8, 16, -32) else np.float64
     return native.astype(out) * out(bscale) + out(bzero), True
 
@@ -261,36 +259,37 @@ def _card(key: str, value: str, comment: str = "") -> str:
     return f"{text[:CARD]:<{CARD}}"
 
 
-def _storage(dtype: np.dtype) -> tuple[int, Optional[int], np.dtype]:
-    """(BITPIX, BZERO or None, big-endian stored dtype) for an array dtype."""
-    dtype = np.dtype(dtype)
-    table = {
-        np.dtype(np.uint8): (8, None, ">u1"), np.dtype(np.int8): (8, -128, ">u1"),
-        np.dtype(np.int16): (16, None, ">i2"), np.dtype(np.uint16): (16, 1 << 15, ">i2"),
-        np.dtype(np.int32): (32, None, ">i4"), np.dtype(np.uint32): (32, 1 << 31, ">i4"),
-        np.dtype(np.int64): (64, None, ">i8"), np.dtype(np.uint64): (64, 1 << 63, ">i8"),
-        np.dtype(np.float16): (-32, None, ">f4"), np.dtype(np.float32): (-32, None, ">f4"),
-        np.dtype(np.float64): (-64, None, ">f8"),
-    }
-    if dtype not in table:
-        raise FitsError(f"FITS cannot store {dtype} data")
-    bitpix, bzero, stored = table[dtype]
-    return bitpix, bzero, np.dtype(stored)
+def storage_for(dtype: np.dtype) -> tuple[int, Optional[int], np.dtype]:
+    """(BITPIX, BZERO or None, big-endian stored dtype) for an array dtype: the reading
+    tables backwards (a BITPIX's own type, else its offset convention); float16 as
+    float32. FitsError for dtypes FITS cannot store."""
+    dtype = np.dtype(np.float32 if np.dtype(dtype) == np.float16 else dtype)
+    for bitpix, stored in _BITPIX.items():
+        if stored.newbyteorder("=") == dtype:
+            return bitpix, None, stored
+    for bitpix, (bzero, kind) in _UNSIGNED.items():
+        if np.dtype(kind) == dtype:
+            return bitpix, bzero, _BITPIX[bitpix]
+    raise FitsError(f"FITS cannot store {dtype} data")
+
+
+def _flip_top_bit(a: np.ndarray) -> np.ndarray:
+    """``a``'s bytes as unsigned integers with the top bit flipped: adding or removing an
+    offset-convention BZERO (-128, 2^15, 2^31, 2^63) without overflow."""
+    size = a.dtype.itemsize
+    return np.ascontiguousarray(a).view(f"u{size}") ^ np.array(1 << (size * 8 - 1), f"u{size}")
 
 
 def _stored_values(array: np.ndarray, bzero: Optional[int], stored: np.dtype) -> np.ndarray:
     if bzero is None:
         return np.ascontiguousarray(array, dtype=stored)
-    size = array.dtype.itemsize  # the offset convention = flipping the top bit
-    flipped = np.ascontiguousarray(array).view(np.dtype(f"u{size}")) ^ np.array(
-        1 << (size * 8 - 1), dtype=f"u{size}")
-    return flipped.view(np.dtype(f"i{size}") if size > 1 else np.uint8).astype(stored)
+    return _flip_top_bit(array).view(stored.newbyteorder("=")).astype(stored)
 
 
 def encode_fits(array: np.ndarray, info: Optional[FitsInfo] = None,
                 history: str = "") -> bytes:
-    """The bytes of a FITS file holding ``array`` (see :func:`write_fits` in
-    :mod:`msrnet_napari.image_files`): ``info`` (from :func:`read_fits`) brings the
+    """The bytes of a FITS file holding ``array`` (written by
+    :func:`msrnet_napari.image_files.write_image`): ``info`` (from :func:`read_fits`) brings the
     source's header cards and other HDUs back; ``history`` becomes HISTORY cards."""
     array = np.asarray(array)
     if array.ndim < 1 or array.size == 0:
@@ -298,7 +297,7 @@ def encode_fits(array: np.ndarray, info: Optional[FitsInfo] = None,
     if array.ndim > 999:
         raise FitsError("FITS images have at most 999 axes")
     info = info or FitsInfo()
-    bitpix, bzero, stored = _storage(array.dtype)
+    bitpix, bzero, stored = storage_for(array.dtype)
     if info.extension:
         cards = [_card("XTENSION", "'IMAGE   '", "image extension")]
     else:

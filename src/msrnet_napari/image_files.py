@@ -70,6 +70,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from ._safe_open import open_regular
+from .fits_io import FITS_EXTENSIONS
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -91,9 +92,7 @@ IMAGE_EXTENSIONS = {
     ".jpeg": "jpeg",
     ".tif": "tiff",
     ".tiff": "tiff",
-    ".fits": "fits",
-    ".fit": "fits",
-    ".fts": "fits",
+    **{ext: "fits" for ext in FITS_EXTENSIONS},
 }
 
 JPEG_QUALITY = 95
@@ -562,10 +561,10 @@ def check_writable(path: str | os.PathLike[str], shape: tuple[int, ...], dtype: 
         if meta.kind != "gray":
             raise ImageFileError(f"FITS stores gray images and stacks of them, not {meta.kind} "
                                  f"data; write TIFF instead")
-        from .fits_io import FitsError, _storage
+        from .fits_io import FitsError, storage_for
 
         try:
-            _storage(dtype)
+            storage_for(dtype)
         except FitsError as exc:
             raise ImageFileError(f"{exc}; write TIFF instead") from None
         return
@@ -705,9 +704,9 @@ def _read_fits(fh: Any, max_pixels: int) -> tuple[np.ndarray, ImageMeta]:
                                 lambda n: _check_pixels(n, 1, max_pixels, "FITS image"))
     except FitsError as exc:
         raise ImageFileError(str(exc)) from None
-    pages = int(np.prod(array.shape[:-2])) if array.ndim > 2 else 1
     if array.ndim < 2:
         raise ImageFileError(f"FITS data of shape {array.shape} is not an image (needs NAXIS >= 2)")
+    pages = int(np.prod(array.shape[:-2]))
     return array, ImageMeta("fits", "gray", None, pages, {"fits": info})
 
 

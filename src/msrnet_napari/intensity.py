@@ -394,12 +394,6 @@ class PlaneIO:
                                                  len(self.decision.linear.channels) - 1)]
 
 
-def check_finite(data: np.ndarray) -> None:
-    """ValueError for float input data holding NaN or infinite values."""
-    if data.size and data.dtype.kind == "f" and not np.isfinite(data).all():
-        raise ValueError(NON_FINITE_INPUT)
-
-
 def check_not_infinite(data: np.ndarray) -> None:
     """ValueError for float input data holding infinite values (NaN is decided later:
     missing pixels for the linear model, refused by the photo model)."""
@@ -426,5 +420,4 @@ def check_finite_output(result: np.ndarray) -> None:
             "(e.g. a diverged training run)")
 
 
-__all__ += ["PlaneIO", "check_finite_output", "check_finite", "check_not_infinite",
-            "known_values"]
+__all__ += ["PlaneIO", "check_finite_output", "check_not_infinite", "known_values"]

@@ -317,6 +317,11 @@ def test_resume_skips_done_blocks_and_equals_an_uninterrupted_run(linear, tmp_pa
         (partial / L.MARKERS / "1.0.2.2").unlink()
     spoilt.parent.mkdir(parents=True, exist_ok=True)
     spoilt.write_bytes(b"half a chunk")
+    # what a kill in the middle of zarr's atomic chunk write or of our marker write leaves
+    stale = [spoilt.with_suffix(f".{'a' * 32}.partial"),
+             partial / L.MARKERS / f"1.0.2.2.{'b' * 32}.tmp"]
+    for path in stale:
+        path.write_bytes(b"cut short")
 
     with pytest.raises(L.LazyIOError, match="--resume"):  # neither flag: refused
         L.enhance_to_zarr(image, target, **run)
@@ -329,6 +334,7 @@ def test_resume_skips_done_blocks_and_equals_an_uninterrupted_run(linear, tmp_pa
                                 progress=lambda d, n: ticks.append(d), **run)
     now_done = total - summary.written
     assert summary.complete and summary.skipped == now_done
+    assert "removed 2 temporary file(s) of interrupted writes" in summary.notes
     assert summary.written == total - summary.skipped == len(calls)  # done ones not recomputed
     assert ticks[0] == summary.skipped and ticks[-1] == total
     assert not partial.exists() and target.is_dir()

@@ -30,7 +30,8 @@ atomically after the data). ``resume=True`` continues an interrupted run:
 blocks with a marker are skipped and not recomputed; any other block is simply
 computed and written again - the engine is deterministic and chunk files are
 replaced atomically (zarr), so a block written twice has identical bytes and a
-half-written chunk cannot survive. A resume must use the same input, model and
+half-written chunk cannot survive (the temporary files of writes a kill cut
+short are deleted when the run is resumed). A resume must use the same input, model and
 settings (a run key records them; a different one is refused).
 
 Schedulers: ``client=None`` runs on a local thread pool; a
@@ -48,6 +49,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -532,6 +534,26 @@ def _read_msrnet(path: Path) -> Optional[dict]:
     return info if isinstance(info, dict) else None
 
 
+_INTERRUPTED_WRITE = re.compile(r"\.[0-9a-f]{32}\.(partial|tmp)$")
+
+
+def _remove_interrupted_writes(work_dir: Path) -> int:
+    """Delete the temporary files of writes a killed run left half done.
+
+    zarr's local store writes a chunk to ``NAME.<uuid>.partial`` and renames it
+    over ``NAME``; our markers go through ``MARKER.<uuid>.tmp`` the same way. A
+    run killed between the two leaves the temporary file behind: it holds no
+    data of the result (the chunk itself is rewritten with its block, which has
+    no marker), but it would be published inside the output. Returns how many
+    were removed."""
+    removed = 0
+    for path in work_dir.rglob("*"):
+        if _INTERRUPTED_WRITE.search(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def _remove_tree(path: Path) -> None:
     """Remove an earlier output of ours (renamed away first, so a crash leaves no half tree)."""
     if not _is_our_store(path):
@@ -687,6 +709,8 @@ def enhance_to_zarr(
         _create_store(zarr, image, work_dir, out_shape, out_chunks, decision.out_dtype, info)
     markers = work_dir / MARKERS
     markers.mkdir(exist_ok=True)
+    if resume and (n_stale := _remove_interrupted_writes(work_dir)):
+        summary.notes.append(f"removed {n_stale} temporary file(s) of interrupted writes")
     done = {p.name for p in markers.iterdir() if not p.name.endswith(".tmp")}
 
     # ---- the blocks still to do

@@ -7,7 +7,8 @@ Times are the median of ``--repeats`` runs after one warm-up, with
 torch.cuda.synchronize() around every torch run. "ours" is host -> host
 (numpy in, numpy out: includes both PCIe copies); torch is shown device-resident
 (input already on the GPU, output left there) and host -> host. fp32 rows run
-with TF32 disabled (cudnn and matmul); the TF32 row is labelled. Sizes above
+with TF32 disabled (cudnn and matmul); the TF32 rows (ours: ``precision="tf32"``, the
+tensor-core kernel; torch: cudnn + matmul TF32) are labelled. Sizes above
 ``--torch-max`` (default 4096) run ours only (torch eager would need
 > 150 GB for 8192^2 because it keeps all K feature maps plus their concat).
 Prints a markdown table.
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                    for k, s in parameter_shapes(config).items()}
 
     ours = _core.CudaEngine(config.engine_dict(), weights)
+    ours_tf32 = _core.CudaEngine(config.engine_dict(), weights, precision="tf32")
     device_name = "?"
     if have_torch:
         device_name = torch.cuda.get_device_name(0)
@@ -122,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
             row(size, f"ours CUDA fp32, host->host, tile={args.small_tile}", t_small,
                 float(np.abs(y_small - y_ours).max()), t_ours)
             del y_small
+        if ours_tf32.precision == "tf32":  # tensor cores (compute capability >= 8.0)
+            t_tc, y_tc = median_time(lambda: ours_tf32.run(image, tile=tile), args.repeats)  # noqa: B023
+            row(size, f"ours CUDA TF32 tensor cores, host->host, tile={tile}", t_tc,
+                float(np.abs(y_tc - y_ours).max()), t_ours)
+            del y_tc
 
         if not have_torch or size > args.torch_max:
             continue
@@ -129,16 +136,28 @@ def main(argv: list[str] | None = None) -> int:
         try:
             x_host = torch.from_numpy(image).permute(2, 0, 1)[None]
             variants = [
-                ("torch eager fp32 NCHW, device-resident", torch.contiguous_format, False, False),
-                ("torch eager fp32 channels_last, device-resident", torch.channels_last, False, False),
-                ("torch eager fp32 NCHW, host->host", torch.contiguous_format, False, True),
+                ("torch eager fp32 NCHW, device-resident", torch.contiguous_format, False, False,
+                 False),
+                ("torch eager fp32 channels_last, device-resident", torch.channels_last, False,
+                 False, False),
+                ("torch eager fp32 NCHW, host->host", torch.contiguous_format, False, True, False),
                 ("torch eager TF32 (cudnn+matmul) NCHW, device-resident", torch.contiguous_format,
-                 True, False),
+                 True, False, False),
+                ("torch eager TF32 channels_last, device-resident", torch.channels_last, True,
+                 False, False),
+                ("torch.compile TF32 channels_last, device-resident", torch.channels_last, True,
+                 False, True),
             ]
-            for name, fmt, tf32, host in variants:
+            for name, fmt, tf32, host, compiled in variants:
                 torch.backends.cudnn.allow_tf32 = tf32
                 torch.backends.cuda.matmul.allow_tf32 = tf32
                 m = model.to(memory_format=fmt)
+                if compiled:
+                    try:
+                        m = torch.compile(m)
+                    except Exception as exc:  # no triton / unsupported: say so, go on
+                        print(f"| {size}^2 | {name} | not run: {type(exc).__name__} | | | | |")
+                        continue
                 x_dev = x_host.cuda().contiguous(memory_format=fmt)
 
                 if host:

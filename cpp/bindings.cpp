@@ -203,10 +203,14 @@ struct PyCpuEngine {
 struct PyCudaEngine {
     ModelSpec spec;
     std::unique_ptr<cuda::CudaEngine> engine;
-    PyCudaEngine(const py::dict& config, const py::dict& weights, int device)
+    PyCudaEngine(const py::dict& config, const py::dict& weights, int device,
+                 const std::string& precision)
         : spec(spec_from_dict(config)) {
+        if (precision != "fp32" && precision != "tf32")
+            throw py::value_error("precision must be 'fp32' or 'tf32', got '" + precision + "'");
         const Weights w = weights_from_dict(spec, weights);
-        engine = std::make_unique<cuda::CudaEngine>(spec, w, device);
+        engine = std::make_unique<cuda::CudaEngine>(
+            spec, w, device, precision == "tf32" ? cuda::Precision::TF32 : cuda::Precision::FP32);
     }
 };
 #endif
@@ -272,8 +276,9 @@ PYBIND11_MODULE(_core, m) {
     m.attr("has_cuda") = true;
     m.def("cuda_device_count", [] { return cuda::device_count(); });
     py::class_<PyCudaEngine>(m, "CudaEngine")
-        .def(py::init<const py::dict&, const py::dict&, int>(), py::arg("config"),
-             py::arg("weights"), py::arg("device") = 0)
+        .def(py::init<const py::dict&, const py::dict&, int, const std::string&>(),
+             py::arg("config"), py::arg("weights"), py::arg("device") = 0,
+             py::arg("precision") = "fp32")
         .def(
             "run",
             [](PyCudaEngine& self, const py::array& image, int tile, int threads,
@@ -288,7 +293,14 @@ PYBIND11_MODULE(_core, m) {
             py::arg("image"), py::arg("tile") = 256, py::arg("threads") = 0,
             py::arg("progress") = py::none())
         .def_property_readonly("receptive_radius",
-                               [](const PyCudaEngine& self) { return self.spec.receptive_radius(); });
+                               [](const PyCudaEngine& self) { return self.spec.receptive_radius(); })
+        .def_property_readonly(
+            "precision",
+            [](const PyCudaEngine& self) {
+                return std::string(self.engine->precision() == cuda::Precision::TF32 ? "tf32" : "fp32");
+            },
+            "Arithmetic of f2's convolutions actually used: 'tf32' only where requested and the "
+            "device (compute capability >= 8.0) and width (16 or 32) allow it");
 #else
     m.attr("has_cuda") = false;
     m.def("cuda_device_count", [] { return 0; });

@@ -428,7 +428,8 @@ def test_help(capsys):
         cli.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for word in ("msrnet-enhance", "--weights", "--tile", "--threads", "--device", "--suffix",
+    for word in ("msrnet-enhance", "--weights", "--tile", "--threads", "--device", "--precision",
+                 "--suffix",
                  "--format", "--overwrite", "--quiet", "quality 95", "--binning"):
         assert word in out
 
@@ -438,6 +439,7 @@ def test_help(capsys):
     ["a.png"],  # no -o
     ["a.png", "-o", "o", "--format", "bmp"],
     ["a.png", "-o", "o", "--device", "tpu"],
+    ["a.png", "-o", "o", "--precision", "fp16"],
     ["a.png", "-o", "o", "--tile", "-1"],
     ["a.png", "-o", "o", "--threads", "x"],
     ["a.png", "-o", "o", "--weights", "/no/such/checkpoint.pt"],

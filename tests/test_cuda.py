@@ -194,3 +194,64 @@ def test_engine_wrapper_device_cuda(default_model):
     cpu = Engine(ckpt, device="cpu")
     assert gpu.device == "cuda"
     np.testing.assert_allclose(gpu.run(image, tile=20), cpu.run(image, tile=20), rtol=0, atol=TOL)
+
+
+# --------------------------------------------------------------------------- TF32 tensor cores
+
+TF32_BOUND = 2e-3  # x (1 + max |fp32 output|): the bound of cpp/cuda/standalone_test.cu
+
+
+def _compute_major() -> int:
+    """Compute capability major of device 0, from what the engine reports."""
+    config = MSRNetConfig(depth=1, width=32)
+    probe = _core.CudaEngine(config.engine_dict(), random_weights(config, 9), precision="tf32")
+    return 8 if probe.precision == "tf32" else 0
+
+
+@pytest.mark.parametrize("config", [MSRNetConfig(), MSRNetConfig(log_bases=(1.0, 10.0), depth=3,
+                                                                   width=16)],
+                         ids=["default", "w16"])
+def test_tf32_within_its_bound_of_fp32(config):
+    weights = random_weights(config, seed=11)
+    fp32 = _core.CudaEngine(config.engine_dict(), weights)
+    tf32 = _core.CudaEngine(config.engine_dict(), weights, precision="tf32")
+    assert fp32.precision == "fp32"
+    if tf32.precision != "tf32":
+        pytest.skip("GPU below compute capability 8.0: no TF32 tensor cores")
+    image = random_image(257, 300, seed=12)
+    ref = _core.Engine(config.engine_dict(), weights).run(image, tile=256)
+    a, b = fp32.run(image, tile=128), tf32.run(image, tile=128)
+    bound = TF32_BOUND * (1.0 + float(np.abs(ref).max()))
+    err = float(np.abs(b - ref).max())
+    assert 0 < err <= bound, (err, bound)  # > 0: the tensor-core kernel really ran
+    assert float(np.abs(b - a).max()) <= bound
+    np.testing.assert_array_equal(tf32.run(image, tile=1024), tf32.run(image, tile=1024))
+    np.testing.assert_allclose(tf32.run(image, tile=64), b, rtol=0, atol=1e-5)  # tiling exact
+
+
+@pytest.mark.parametrize("width", [8, 12, 64])
+def test_tf32_falls_back_to_fp32_where_no_kernel(width):
+    config = MSRNetConfig(depth=2, width=width)
+    weights = random_weights(config, seed=13)
+    eng = _core.CudaEngine(config.engine_dict(), weights, precision="tf32")
+    assert eng.precision == "fp32"
+    image = random_image(30, 41, seed=14)
+    np.testing.assert_array_equal(eng.run(image, tile=16),
+                                  _core.CudaEngine(config.engine_dict(), weights).run(image, tile=16))
+
+
+def test_enhance_precision_tf32_on_cuda():
+    import msrnet_napari
+
+    x = (np.random.default_rng(15).random((300, 280)) * 4000).astype(np.uint16)
+    a = msrnet_napari.enhance(x, model="microscopy", device="cuda", dtype=np.float32)
+    b = msrnet_napari.enhance(x, model="microscopy", device="cuda", dtype=np.float32,
+                              precision="tf32")
+    c = msrnet_napari.enhance(x, model="microscopy", device="cpu", dtype=np.float32)
+    np.testing.assert_allclose(a, c, rtol=0, atol=1e-3 * float(c.max()))
+    if _compute_major() >= 8:
+        assert not np.array_equal(a, b)
+    assert float(np.abs(b - a).max()) <= 1e-2 * float(c.max())  # relative to the data range
+    with pytest.raises(ValueError, match="precision"):
+        _core.CudaEngine(MSRNetConfig().engine_dict(), random_weights(MSRNetConfig()),
+                         precision="fp16")

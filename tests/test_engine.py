@@ -406,3 +406,24 @@ def test_engine_wrapper_devices():
     if not cuda_available():
         with pytest.raises(RuntimeError, match="cuda"):
             Engine(ckpt, device="cuda")
+
+
+def test_precision_is_a_cuda_setting_the_cpu_engine_computes_fp32():
+    """precision="tf32" selects the CUDA tensor-core kernel; the CPU engine has none and
+    must say so (and give exactly the fp32 result), not pretend."""
+    ckpt = random_weights(SMALL)
+    img = np.random.default_rng(3).random((40, 50, 3), dtype=np.float32)
+    fp32, asked = Engine(ckpt, device="cpu"), Engine(ckpt, device="cpu", precision="tf32")
+    assert fp32.precision == asked.precision == "fp32" and "fp32" in repr(asked)
+    np.testing.assert_array_equal(asked.run(img, tile=32), fp32.run(img, tile=32))
+    for bad in ("fp16", "TF32", None):
+        with pytest.raises(ValueError, match="precision"):
+            Engine(ckpt, device="cpu", precision=bad)
+    import msrnet_napari
+
+    x = (np.random.default_rng(4).random((30, 40)) * 4000).astype(np.uint16)
+    np.testing.assert_array_equal(msrnet_napari.enhance(x, weights=ckpt, device="cpu",
+                                                        precision="tf32"),
+                                  msrnet_napari.enhance(x, weights=ckpt, device="cpu"))
+    with pytest.raises(ValueError, match="precision"):
+        msrnet_napari.enhance(x, weights=ckpt, precision="half")

@@ -12,10 +12,13 @@
 
 #include <cmath>
 #include <condition_variable>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 struct dim3 {
@@ -144,3 +147,116 @@ inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
 inline cudaError_t cudaEventDestroy(cudaEvent_t e) { delete reinterpret_cast<char*>(e); return cudaSuccess; }
 inline cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
 inline cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+
+enum cudaDeviceAttr { cudaDevAttrComputeCapabilityMajor = 75, cudaDevAttrComputeCapabilityMinor = 76 };
+// The emulated device is an sm_90 (Hopper): the TF32 tensor-core path is available.
+inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+    if (device != 0) return cudaErrorInvalidValue;
+    *value = attr == cudaDevAttrComputeCapabilityMajor ? 9 : 0;
+    return cudaSuccess;
+}
+
+// ---- WMMA subset (nvcuda::wmma, TF32 m16n16k8) ------------------------------
+// A fragment here holds the WHOLE matrix (the real element-to-lane mapping is
+// unspecified, so code that only uses load/store/mma/fill cannot tell the difference),
+// kept by lane 0 of each warp: the operations are warp-collective, so lane 0 does a
+// warp's work and the other lanes skip it (their fragments are never read: a stored
+// tile comes from lane 0). Callers must __syncthreads before other threads read a
+// stored tile - as they must on the GPU. The hardware's rules are checked for every
+// lane: a 256-bit aligned pointer and ldm a multiple of 4 floats (16 bytes).
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+namespace precision {
+struct tf32 {};
+}  // namespace precision
+enum layout_t { mem_row_major, mem_col_major };
+
+namespace detail {
+inline void check_ptr(const void* p, unsigned ldm, const char* what) {
+    if (reinterpret_cast<uintptr_t>(p) % 32 != 0 || ldm % 4 != 0) {
+        std::fprintf(stderr, "wmma emulation: %s needs a 32-byte aligned pointer and ldm %% 4 == 0 "
+                             "(got %p, ldm %u)\n", what, p, ldm);
+        std::abort();
+    }
+}
+inline unsigned lane() {
+    const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    return t % 32;
+}
+}  // namespace detail
+
+template <class Use, int M, int N, int K, class T, class Layout = void>
+struct fragment;
+
+template <class Layout>
+struct fragment<matrix_a, 16, 16, 8, precision::tf32, Layout> {
+    static constexpr int rows = 16, cols = 8, num_elements = 16 * 8;
+    float x[num_elements];  // row-major 16 x 8
+    static constexpr bool col = std::is_same<Layout, col_major>::value;
+};
+template <class Layout>
+struct fragment<matrix_b, 16, 16, 8, precision::tf32, Layout> {
+    static constexpr int rows = 8, cols = 16, num_elements = 8 * 16;
+    float x[num_elements];  // row-major 8 x 16
+    static constexpr bool col = std::is_same<Layout, col_major>::value;
+};
+template <>
+struct fragment<accumulator, 16, 16, 8, float, void> {
+    static constexpr int rows = 16, cols = 16, num_elements = 16 * 16;
+    float x[num_elements];  // row-major 16 x 16
+};
+
+template <class Frag>
+inline void load_matrix_sync(Frag& f, const float* p, unsigned ldm) {
+    detail::check_ptr(p, ldm, "load_matrix_sync");
+    if (detail::lane() != 0) return;
+    for (int i = 0; i < Frag::rows; ++i)
+        for (int j = 0; j < Frag::cols; ++j)
+            f.x[i * Frag::cols + j] = Frag::col ? p[j * ldm + i] : p[i * ldm + j];
+}
+
+inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 8, float, void>& f,
+                              unsigned ldm, layout_t layout) {
+    detail::check_ptr(p, ldm, "store_matrix_sync");
+    if (detail::lane() != 0) return;
+    for (int i = 0; i < 16; ++i)
+        for (int j = 0; j < 16; ++j)
+            (layout == mem_col_major ? p[j * ldm + i] : p[i * ldm + j]) = f.x[i * 16 + j];
+}
+
+inline void fill_fragment(fragment<accumulator, 16, 16, 8, float, void>& f, float v) {
+    for (float& e : f.x) e = v;
+}
+
+template <class LA, class LB>
+inline void mma_sync(fragment<accumulator, 16, 16, 8, float, void>& d,
+                     const fragment<matrix_a, 16, 16, 8, precision::tf32, LA>& a,
+                     const fragment<matrix_b, 16, 16, 8, precision::tf32, LB>& b,
+                     const fragment<accumulator, 16, 16, 8, float, void>& c) {
+    if (detail::lane() != 0) return;
+    float r[256];
+    for (int i = 0; i < 16; ++i)
+        for (int j = 0; j < 16; ++j) {
+            float s = c.x[i * 16 + j];
+            for (int k = 0; k < 8; ++k) s = std::fma(a.x[i * 8 + k], b.x[k * 16 + j], s);
+            r[i * 16 + j] = s;
+        }
+    std::memcpy(d.x, r, sizeof r);
+}
+
+// cvt.rna.tf32.f32: round to nearest (ties away from zero) to 10 mantissa bits.
+inline float __float_to_tf32(float v) {
+    if (!std::isfinite(v)) return v;
+    uint32_t u;
+    std::memcpy(&u, &v, 4);
+    u = (u + 0x1000u) & 0xFFFFE000u;
+    std::memcpy(&v, &u, 4);
+    return v;
+}
+}  // namespace wmma
+}  // namespace nvcuda

@@ -1,4 +1,4 @@
-// CUDA inference engine for MSR-net (fp32). Semantics: src/msrnet_napari/training/model.py.
+// CUDA inference engine for MSR-net (fp32; optional TF32 tensor cores). Semantics: src/msrnet_napari/training/model.py.
 //
 // Per tile (output tile + halo of receptive_radius pixels, clipped to the image):
 //   d_in  (HWC, region)          --f1_fuse-->  F   (f1_width planes)
@@ -21,6 +21,8 @@
 // applies bias+ReLU, stores H_m (skipped for H_K) and adds this layer's share of the
 // f2 1x1 fusion into `acc` (reduced across channel groups in shared memory), so the
 // K maps are never stored together. Other widths use simple generic kernels.
+// Precision::TF32 (widths 16 and 32, compute capability >= 8.0) swaps that kernel for
+// conv3x3_tf32_kernel: the same layer on WMMA tensor-core fragments.
 //
 // With -DMSRNET_CUDA_EMULATE this file compiles as plain C++ against
 // cuda_emulation.h (CPU check of the whole engine without a GPU).
@@ -32,6 +34,7 @@
 #include "cuda_emulation.h"
 #else
 #include <cuda_runtime.h>
+#include <mma.h>
 #endif
 
 #include <algorithm>
@@ -356,14 +359,136 @@ conv3x3_fast_kernel(const float* __restrict__ in, int Cin, int Hr, int Wr,
     }
 }
 
+// ---- TF32 tensor-core 3x3 conv (sm_80+), width 16 or 32 -> width -----------
+// The same layer as conv3x3_fast_kernel (same block tile of 8 rows x 32 pixels, same
+// weight layout, same epilogue), as an implicit GEMM on WMMA m16n16k8 TF32 fragments:
+// M = pixels (warp w owns row w of the block tile: two M-tiles of 16 pixels), N = the
+// WIDTH output channels (WIDTH / 16 N-tiles), K = 9 taps x chunks of 8 input channels.
+// The input chunk is staged pixel-major ([row][col][8 channels]), so a tap's A operand
+// (16 consecutive pixels x 8 channels) is a row-major matrix with ldm 8 whose start is
+// always 32-byte aligned; B is the [cin][tap][WIDTH] weight block, row-major, ldm
+// 9 * WIDTH. Inputs and weights are rounded to TF32 (10-bit mantissa, round to nearest)
+// as they are staged; products accumulate in FP32. The accumulators are staged
+// channel-major in shared memory (column stride 264, conflict-free reads) and each
+// thread finishes one pixel: bias, ReLU, the H_m store, this layer's share of the f2
+// 1x1 fusion. Accuracy bound: see cpp/cuda/standalone_test.cu (tf32 cases).
+namespace wmma = nvcuda::wmma;
+constexpr int kTcThreads = 32 * kBH;  // 8 warps, one per block row
+
+bool tf32_width_supported(int width) { return width == 16 || width == 32; }
+
 template <int WIDTH>
-void launch_fast(cudaStream_t stream, const float* in, int Cin, int Hr, int Wr, const float* wt,
-                 const float* b, float* out, const float* fw, int ldf, float* acc) {
+__global__ void __launch_bounds__(kTcThreads, 2)  // <= 128 registers: two blocks per SM
+conv3x3_tf32_kernel(const float* __restrict__ in, int Cin, int Hr, int Wr,
+                    const float* __restrict__ wt, const float* __restrict__ b,
+                    float* __restrict__ out, const float* __restrict__ fw, int ldf,
+                    float* __restrict__ acc_g) {
+#if defined(MSRNET_CUDA_EMULATE) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800)
+    static_assert(WIDTH % 16 == 0, "N-tiles of 16 channels");
+    constexpr int kTcInPix = kInRows * kInCols;  // 340 staged input pixels
+    constexpr int kTcSIn = kTcInPix * kCC;       // 2720 floats (10880 bytes, 32-byte multiple)
+    constexpr int kTcLd = kBW * kBH + 8;         // 264: staged accumulator column stride
+    constexpr int NF = WIDTH / 16;
+    constexpr int kSW = kCC * 9 * WIDTH;
+    constexpr int kStage = WIDTH * kTcLd;
+    constexpr int kSmem = (kTcSIn + kSW) > kStage ? (kTcSIn + kSW) : kStage;
+    __shared__ __align__(32) float smem[kSmem];
+    float* s_in = smem;           // [kInRows][kInCols][kCC]
+    float* s_w = smem + kTcSIn;   // [kCC][9][WIDTH]
+
+    const int tid = threadIdx.x, warp = tid / 32;
+    const int x0 = blockIdx.x * kBW, y0 = blockIdx.y * kBH;
+    const long long plane = static_cast<long long>(Hr) * Wr;
+
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2][NF];
+#pragma unroll
+    for (int mf = 0; mf < 2; ++mf)
+#pragma unroll
+        for (int nf = 0; nf < NF; ++nf) wmma::fill_fragment(acc[mf][nf], 0.f);
+
+    for (int c0 = 0; c0 < Cin; c0 += kCC) {
+        __syncthreads();  // everyone is done with the previous chunk
+        for (int idx = tid; idx < kCC * kTcInPix; idx += kTcThreads) {
+            const int c = idx / kTcInPix, pix = idx - c * kTcInPix;  // coalesced global reads
+            const int r = pix / kInCols, col = pix - r * kInCols;
+            const int gy = y0 - 1 + r, gx = x0 - 1 + col;
+            float v = 0.f;
+            if (gy >= 0 && gy < Hr && gx >= 0 && gx < Wr)
+                v = in[(c0 + c) * plane + static_cast<long long>(gy) * Wr + gx];
+            s_in[pix * kCC + c] = wmma::__float_to_tf32(v);
+        }
+        const float* wsrc = wt + static_cast<long long>(c0) * 9 * WIDTH;
+        for (int idx = tid; idx < kSW; idx += kTcThreads) s_w[idx] = wmma::__float_to_tf32(__ldg(wsrc + idx));
+        __syncthreads();
+
+#pragma unroll
+        for (int tap = 0; tap < 9; ++tap) {
+            const int ky = tap / 3, kx = tap % 3;
+            wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> bf[NF];
+#pragma unroll
+            for (int nf = 0; nf < NF; ++nf)
+                wmma::load_matrix_sync(bf[nf], s_w + tap * WIDTH + nf * 16, 9 * WIDTH);
+#pragma unroll
+            for (int mf = 0; mf < 2; ++mf) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> af;
+                wmma::load_matrix_sync(af, s_in + ((warp + ky) * kInCols + mf * 16 + kx) * kCC, kCC);
+#pragma unroll
+                for (int nf = 0; nf < NF; ++nf) wmma::mma_sync(acc[mf][nf], af, bf[nf], acc[mf][nf]);
+            }
+        }
+    }
+
+    __syncthreads();  // s_in / s_w no longer needed: stage the accumulators
+    float* s_acc = smem;  // [WIDTH][kTcLd], pixel index = row * kBW + col
+#pragma unroll
+    for (int mf = 0; mf < 2; ++mf)
+#pragma unroll
+        for (int nf = 0; nf < NF; ++nf)
+            wmma::store_matrix_sync(s_acc + nf * 16 * kTcLd + warp * kBW + mf * 16, acc[mf][nf], kTcLd,
+                                    wmma::mem_col_major);
+    __syncthreads();
+
+    const int y = y0 + tid / kBW, x = x0 + tid % kBW;
+    if (y < Hr && x < Wr) {
+        const long long q = static_cast<long long>(y) * Wr + x;
+        float s0 = 0.f, s1 = 0.f, s2 = 0.f;
+#pragma unroll 8
+        for (int c = 0; c < WIDTH; ++c) {
+            const float v = fmaxf(s_acc[c * kTcLd + tid] + __ldg(b + c), 0.f);
+            if (out != nullptr) out[c * plane + q] = v;
+            s0 = fmaf(__ldg(fw + c), v, s0);
+            s1 = fmaf(__ldg(fw + ldf + c), v, s1);
+            s2 = fmaf(__ldg(fw + 2 * ldf + c), v, s2);
+        }
+        acc_g[q] += s0;
+        acc_g[plane + q] += s1;
+        acc_g[2 * plane + q] += s2;
+    }
+#else
+    // never launched: the host selects this kernel only on devices of compute capability >= 8.0
+    (void)in; (void)Cin; (void)Hr; (void)Wr; (void)wt; (void)b; (void)out; (void)fw; (void)ldf;
+    (void)acc_g;
+    __trap();
+#endif
+}
+
+// One f2 layer on the fast path: the FP32 kernel, or the TF32 one (widths 16, 32). Both
+// cover the region with blocks of kBH rows x kBW pixels.
+template <int WIDTH>
+void launch_fast(bool tf32, cudaStream_t stream, const float* in, int Cin, int Hr, int Wr,
+                 const float* wt, const float* b, float* out, const float* fw, int ldf, float* acc) {
     const dim3 grid(blocks_for(Wr, kBW), blocks_for(Hr, kBH));
-    const dim3 block(kTX, kTY, WIDTH / 8);
     (void)stream;  // unused by the CPU emulation
-    MSR_LAUNCH(conv3x3_fast_kernel<WIDTH>, grid, block, stream, in, Cin, Hr, Wr, wt, b, out, fw, ldf,
-               acc);
+    if constexpr (WIDTH == 16 || WIDTH == 32) {
+        if (tf32) {
+            MSR_LAUNCH(conv3x3_tf32_kernel<WIDTH>, grid, dim3(kTcThreads), stream, in, Cin, Hr, Wr, wt,
+                       b, out, fw, ldf, acc);
+            return;
+        }
+    }
+    if (tf32) throw std::logic_error("msrnet cuda: no tf32 kernel for this width");
+    MSR_LAUNCH(conv3x3_fast_kernel<WIDTH>, grid, dim3(kTX, kTY, WIDTH / 8), stream, in, Cin, Hr, Wr,
+               wt, b, out, fw, ldf, acc);
 }
 
 bool fast_width_supported(int width) {
@@ -452,6 +577,7 @@ struct CudaEngine::Impl {
     ModelSpec spec;
     int device = 0;
     bool fast = false;
+    bool tf32 = false;  // f2's convolutions on the tensor cores (implies fast)
     int x1_planes = 3;  // X1 channels stored (8 on the fast path: zero padded)
     cudaStream_t stream = nullptr;
     cudaEvent_t events[2] = {nullptr, nullptr};
@@ -565,10 +691,10 @@ struct CudaEngine::Impl {
             if (fast) {
                 float* dst = (m == K - 1) ? nullptr : cur;  // H_K is only needed by the fusion
                 switch (Wd) {
-                    case 8: launch_fast<8>(stream, prev, cin, Hr, Wr, W(o_f2w[m]), W(o_f2b[m]), dst, fw, ldf, d_acc.ptr); break;
-                    case 16: launch_fast<16>(stream, prev, cin, Hr, Wr, W(o_f2w[m]), W(o_f2b[m]), dst, fw, ldf, d_acc.ptr); break;
-                    case 32: launch_fast<32>(stream, prev, cin, Hr, Wr, W(o_f2w[m]), W(o_f2b[m]), dst, fw, ldf, d_acc.ptr); break;
-                    case 64: launch_fast<64>(stream, prev, cin, Hr, Wr, W(o_f2w[m]), W(o_f2b[m]), dst, fw, ldf, d_acc.ptr); break;
+                    case 8: launch_fast<8>(tf32, stream, prev, cin, Hr, Wr, W(o_f2w[m]), W(o_f2b[m]), dst, fw, ldf, d_acc.ptr); break;
+                    case 16: launch_fast<16>(tf32, stream, prev, cin, Hr, Wr, W(o_f2w[m]), W(o_f2b[m]), dst, fw, ldf, d_acc.ptr); break;
+                    case 32: launch_fast<32>(tf32, stream, prev, cin, Hr, Wr, W(o_f2w[m]), W(o_f2b[m]), dst, fw, ldf, d_acc.ptr); break;
+                    case 64: launch_fast<64>(tf32, stream, prev, cin, Hr, Wr, W(o_f2w[m]), W(o_f2b[m]), dst, fw, ldf, d_acc.ptr); break;
                     default: throw std::logic_error("msrnet cuda: unsupported fast width");
                 }
             } else {
@@ -604,7 +730,8 @@ int device_count() {
     }
 }
 
-CudaEngine::CudaEngine(const ModelSpec& spec, const Weights& weights, int device)
+CudaEngine::CudaEngine(const ModelSpec& spec, const Weights& weights, int device,
+                       Precision precision)
     : impl_(std::make_unique<Impl>()) {
     validate(spec, weights);
     const int n = device_count();
@@ -619,6 +746,11 @@ CudaEngine::CudaEngine(const ModelSpec& spec, const Weights& weights, int device
     m.fast = fast_width_supported(spec.width) && !(force_generic && *force_generic && *force_generic != '0');
     m.x1_planes = m.fast ? kCC : 3;
     MSR_CUDA(cudaSetDevice(device));
+    if (precision == Precision::TF32 && m.fast && tf32_width_supported(spec.width)) {
+        int major = 0;
+        MSR_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+        m.tf32 = major >= 8;  // tensor-core TF32 arrived with Ampere
+    }
     MSR_CUDA(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
     for (auto& e : m.events) MSR_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     m.upload(weights);
@@ -628,6 +760,7 @@ CudaEngine::~CudaEngine() = default;
 
 int CudaEngine::device() const { return impl_->device; }
 int CudaEngine::receptive_radius() const { return impl_->spec.receptive_radius(); }
+Precision CudaEngine::precision() const { return impl_->tf32 ? Precision::TF32 : Precision::FP32; }
 
 void CudaEngine::run(const float* in, float* out, int H, int W, int tile, const ProgressFn& progress) {
     if (H < 0 || W < 0) throw std::invalid_argument("msrnet CUDA engine: negative image size");

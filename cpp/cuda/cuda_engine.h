@@ -16,11 +16,20 @@ namespace msrnet::cuda {
 // Number of usable CUDA devices; 0 when there is no driver or GPU. Never throws.
 int device_count();
 
+// Arithmetic of the 32 -> 32 (and 16 -> 16) 3x3 convolutions of f2, the bulk of the work.
+// FP32: plain fp32 FMAs (the default; agrees with the CPU engine to ~1e-6).
+// TF32: tensor cores (WMMA, compute capability >= 8.0): the convolution's inputs and weights
+// are rounded to TF32 (10-bit mantissa), products accumulate in fp32. Every other layer
+// stays fp32. Where the device or the width cannot take it, the engine runs FP32
+// (precision() says which ran). Accuracy bound: cpp/cuda/standalone_test.cu.
+enum class Precision { FP32, TF32 };
+
 class CudaEngine {
 public:
     // Uploads the weights to `device`. Throws std::invalid_argument on a spec/weights
     // mismatch and std::runtime_error on CUDA errors (no device, out of memory, ...).
-    CudaEngine(const ModelSpec& spec, const Weights& weights, int device = 0);
+    CudaEngine(const ModelSpec& spec, const Weights& weights, int device = 0,
+               Precision precision = Precision::FP32);
     ~CudaEngine();
     CudaEngine(const CudaEngine&) = delete;
     CudaEngine& operator=(const CudaEngine&) = delete;
@@ -34,6 +43,7 @@ public:
 
     int device() const;
     int receptive_radius() const;
+    Precision precision() const;  // the one the engine uses (TF32 requested may give FP32)
 
 private:
     struct Impl;

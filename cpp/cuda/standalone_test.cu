@@ -159,12 +159,29 @@ std::string spec_str(const ModelSpec& s) {
            " width=" + std::to_string(s.width) + " f1w=" + std::to_string(s.f1_width);
 }
 
+using msrnet::cuda::Precision;
+
+// Accuracy bound of the TF32 path: inputs and weights of f2's convolutions rounded to a
+// 10-bit mantissa (relative error <= 2^-11 each), fp32 accumulation; against the double
+// reference, max |error| <= kTf32Bound x (1 + max |reference|), about 4 TF32 rounding
+// steps of the output's scale. Measured in the CPU emulation (round to nearest, exact
+// fp32 accumulation): 6e-5 to 8e-5 x (1 + max |reference|) on these random networks, a
+// 25th of the bound; the GPU's own accumulation order and rounding may differ.
+constexpr double kTf32Bound = 2e-3;
+
+double max_abs(const std::vector<float>& a) {
+    double m = 0;
+    for (float v : a) m = std::max(m, static_cast<double>(std::fabs(v)));
+    return m;
+}
+
 void parity_case(const ModelSpec& s, unsigned seed, int H, int W, const std::vector<int>& tiles,
-                 bool force_generic = false) {
+                 bool force_generic = false, Precision precision = Precision::FP32) {
     if (force_generic) setenv("MSRNET_CUDA_GENERIC", "1", 1);
     const Weights w = random_weights(s, seed);
-    msrnet::cuda::CudaEngine eng(s, w, 0);
+    msrnet::cuda::CudaEngine eng(s, w, 0, precision);
     if (force_generic) unsetenv("MSRNET_CUDA_GENERIC");
+    const bool tf32 = eng.precision() == Precision::TF32;
     const auto img = random_image(H, W, seed + 1);
     const auto ref = reference(s, w, img, H, W);
     std::vector<float> first;
@@ -173,9 +190,11 @@ void parity_case(const ModelSpec& s, unsigned seed, int H, int W, const std::vec
         eng.run(img.data(), out.data(), H, W, tile, nullptr);
         const double d = max_abs_diff(out, ref);
         char buf[256];
-        std::snprintf(buf, sizeof buf, "%s%s %dx%d tile=%d: max|cuda-ref| = %.3g", spec_str(s).c_str(),
-                      force_generic ? " (generic)" : "", H, W, tile, d);
-        check(d <= 1e-3, buf);
+        const double bound = tf32 ? kTf32Bound * (1.0 + max_abs(ref)) : 1e-3;
+        std::snprintf(buf, sizeof buf, "%s%s%s %dx%d tile=%d: max|cuda-ref| = %.3g (bound %.3g)",
+                      spec_str(s).c_str(), force_generic ? " (generic)" : "", tf32 ? " (tf32)" : "",
+                      H, W, tile, d, bound);
+        check(d <= bound, buf);
         if (first.empty()) {
             first = out;
         } else {
@@ -183,6 +202,35 @@ void parity_case(const ModelSpec& s, unsigned seed, int H, int W, const std::vec
             std::snprintf(buf, sizeof buf, "   tiled(%d) vs tile=%d: max diff %.3g", tile, tiles[0], dt);
             check(dt <= 1e-5, buf);
         }
+    }
+}
+
+// The TF32 path against the FP32 path on the same weights and image, and which
+// precision an engine reports for widths the tensor-core kernel does not take.
+void tf32_cases() {
+    const ModelSpec def = make_spec({1, 10, 100, 300}, 4, 32, 3);
+    const Weights w = random_weights(def, 31);
+    msrnet::cuda::CudaEngine e32(def, w, 0, Precision::FP32), etc(def, w, 0, Precision::TF32);
+    check(e32.precision() == Precision::FP32, "FP32 requested -> FP32");
+    if (etc.precision() != Precision::TF32) {
+        std::printf("[SKIP] device below compute capability 8.0: no TF32 tensor cores\n");
+        return;
+    }
+    const int H = 45, W = 70;
+    const auto img = random_image(H, W, 32);
+    std::vector<float> a(img.size()), b(img.size());
+    e32.run(img.data(), a.data(), H, W, 0, nullptr);
+    etc.run(img.data(), b.data(), H, W, 0, nullptr);
+    const double d = max_abs_diff(a, b), bound = kTf32Bound * (1.0 + max_abs(a));
+    char buf[200];
+    std::snprintf(buf, sizeof buf, "tf32 vs fp32 %dx%d: max diff %.3g (bound %.3g), max |out| %.3g", H, W,
+                  d, bound, max_abs(a));
+    check(d <= bound && d > 0, buf);  // > 0: the tensor-core kernel really ran
+    for (int width : {8, 64}) {
+        const ModelSpec sw = make_spec({1, 10}, 1, width, 3);
+        msrnet::cuda::CudaEngine e(sw, random_weights(sw, 33), 0, Precision::TF32);
+        check(e.precision() == Precision::FP32,
+              "TF32 requested, width " + std::to_string(width) + " -> FP32 (no tensor-core kernel)");
     }
 }
 
@@ -240,9 +288,9 @@ void progress_cases() {
     check(bad, "wrong weight size -> std::invalid_argument");
 }
 
-void timing(const ModelSpec& s, int N, int tile, int reps) {
+void timing(const ModelSpec& s, int N, int tile, int reps, Precision precision = Precision::FP32) {
     const Weights w = random_weights(s, 3);
-    msrnet::cuda::CudaEngine eng(s, w, 0);
+    msrnet::cuda::CudaEngine eng(s, w, 0, precision);
     const auto img = random_image(N, N, 4);
     std::vector<float> out(img.size());
     eng.run(img.data(), out.data(), N, N, tile, nullptr);  // warm-up (allocations)
@@ -257,8 +305,10 @@ void timing(const ModelSpec& s, int N, int tile, int reps) {
     const double gflop = 2.0 * N * N *
                          (9.0 * 3 * s.width + (s.depth - 1) * 9.0 * s.width * s.width + s.depth * 3.0 * s.width) /
                          1e9;
-    std::printf("timing %s %dx%d tile=%d: %.4f s median of %d (%.0f GFLOP/s on the f2 convs, host->host)\n",
-                spec_str(s).c_str(), N, N, tile, med, reps, gflop / med);
+    std::printf("timing %s %s %dx%d tile=%d: %.4f s median of %d (%.0f GFLOP/s on the f2 convs, "
+                "%.3f Gpx/s, host->host)\n",
+                spec_str(s).c_str(), eng.precision() == Precision::TF32 ? "tf32" : "fp32", N, N, tile,
+                med, reps, gflop / med, 1e-9 * N * N / med);
     std::fflush(stdout);
 }
 
@@ -284,16 +334,23 @@ int main(int argc, char** argv) {
         parity_case(make_spec({5}, 2, 64, 4), 17, 17, 40, {0, 6});                // fast, width 64
         // > 8 MB per tile: exercises the multi-threaded host staging copies
         parity_case(make_spec({1, 10}, 1, 12, 3), 18, 1100, 1000, {0, 700});
+        parity_case(paper, 13, 37, 70, {0, 16, 33}, false, Precision::TF32);
+        parity_case(make_spec({1, 10, 100}, 2, 16, 3), 19, 29, 50, {0, 13}, false, Precision::TF32);
+        tf32_cases();
         progress_cases();
         if (!quick) {
             const ModelSpec def = make_spec({1, 10, 100, 300}, 10, 32, 3);
             parity_case(def, 21, 257, 511, {0, 100, 256});
             parity_case(def, 22, 64, 96, {0, 30}, /*force_generic=*/true);
+            parity_case(def, 23, 257, 511, {0, 100, 256}, false, Precision::TF32);
             timing(def, 1024, 0, 5);
             timing(def, 2048, 0, 5);
             timing(def, 2048, 256, 3);
             timing(def, 4096, 0, 3);
             timing(def, 4096, 2048, 3);
+            timing(def, 2048, 0, 5, Precision::TF32);
+            timing(def, 4096, 0, 3, Precision::TF32);
+            timing(def, 4096, 2048, 3, Precision::TF32);
         }
     } catch (const std::exception& e) {
         std::printf("[FAIL] exception: %s\n", e.what());

@@ -21,6 +21,7 @@ Cancelled = _core.Cancelled  # raised by Engine.run when progress(...) returned 
 
 ProgressFn = Callable[[int, int], Optional[bool]]
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "tf32")
 
 
 def cuda_available() -> bool:
@@ -37,11 +38,19 @@ class Engine:
     """MSR-net forward pass on one device.
 
     device: "auto" (CUDA when :func:`cuda_available`, else CPU), "cpu" or "cuda".
+    precision: "fp32" (default) or "tf32": f2's convolutions on the GPU's tensor cores
+    (compute capability >= 8.0, width 16 or 32), inputs and weights rounded to a 10-bit
+    mantissa, fp32 accumulation; error bound in cpp/cuda/standalone_test.cu. Only the
+    CUDA engine has it: the CPU engine always computes in fp32. :attr:`precision` says
+    what runs.
     """
 
-    def __init__(self, checkpoint: Checkpoint, device: str = "auto") -> None:
+    def __init__(self, checkpoint: Checkpoint, device: str = "auto",
+                 precision: str = "fp32") -> None:
         if device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if device == "auto":
             device = "cuda" if cuda_available() else "cpu"
         if device == "cuda" and not cuda_available():
@@ -52,8 +61,14 @@ class Engine:
         config = checkpoint.config.engine_dict()
         weights = {k: np.ascontiguousarray(v, dtype=np.float32)
                    for k, v in checkpoint.weights.items()}
-        impl = _core.CudaEngine if device == "cuda" else _core.Engine
-        self._impl: _core.Engine | _core.CudaEngine = impl(config, weights)
+        self._impl: _core.Engine | _core.CudaEngine
+        if device == "cuda":
+            self._impl = _core.CudaEngine(config, weights, precision=precision)
+            #: arithmetic actually used ("fp32" where the GPU or the width has no TF32 kernel)
+            self.precision: str = str(self._impl.precision)
+        else:
+            self._impl = _core.Engine(config, weights)
+            self.precision = "fp32"
         self.device = device
         # GPUs need big tiles to be busy (see benchmarks/bench_cuda.py); the CPU engine
         # sizes its tile from the cache (cpp/engine_cpu.cpp, default_tile_for)
@@ -85,4 +100,4 @@ class Engine:
         return self._impl.run(image, tile=tile, threads=int(threads), progress=progress)
 
     def __repr__(self) -> str:
-        return f"Engine(device={self.device!r}, config={self.config!r})"
+        return f"Engine(device={self.device!r}, precision={self.precision!r}, config={self.config!r})"

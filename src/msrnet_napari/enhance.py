@@ -62,6 +62,7 @@ def enhance(
     tile: Optional[int] = None,
     threads: int = 0,
     device: str = "auto",
+    precision: str = "fp32",
     progress: Optional[ProgressFn] = None,
     cancel: Any = None,
     return_decision: bool = False,
@@ -129,6 +130,13 @@ def enhance(
         cache, 128-512 (``Engine.default_tile``), 2048 on CUDA; 0 = whole
         plane), CPU threads (0 = all cores, at most 1024), and "auto" / "cpu"
         / "cuda" (auto = CUDA when available).
+    precision : "fp32" or "tf32"
+        Arithmetic of the CUDA engine's 3x3 convolutions: "tf32" runs them on the
+        GPU's tensor cores (compute capability >= 8.0; inputs and weights rounded to a
+        10-bit mantissa, fp32 accumulation; faster, max error bound in
+        cpp/cuda/standalone_test.cu). Where TF32 cannot run (the CPU engine, an older
+        GPU, a width other than 16/32) the result is computed in fp32. Default fp32:
+        the same numbers as the CPU engine to ~1e-6.
     progress : callable(done, total), optional
         Called after every tile of the whole job.
     cancel : object with ``is_set()``, optional
@@ -143,6 +151,10 @@ def enhance(
     ndarray (or dask array) of the same shape, with dtype ``dtype`` or the input's.
     """
     tile, threads = _checked_engine_args(tile, threads)
+    from .engine import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     lazy = is_dask(array)
     data = array if lazy else _as_checked_array(array)
     options = IntensityOptions(rgb, channel_axis, bit_depth, intensity_range, exposure_gain,
@@ -153,9 +165,9 @@ def enhance(
         checkpoint = _checkpoint_for(scaling, model, weights, data.dtype, options)
     if lazy:
         result = _enhance_dask(data, checkpoint, scaling, tile=tile, threads=threads,
-                               device=device)
+                               device=device, precision=precision)
     else:
-        with _engine_for(checkpoint, device) as engine:
+        with _engine_for(checkpoint, device, precision) as engine:
             result = _enhance_planes(data, scaling, engine, tile=tile, threads=threads,
                                      progress=progress, cancel=cancel)
     return (result, scaling) if return_decision else result
@@ -380,7 +392,7 @@ _IN_USE = threading.local()  # engine keys this thread is running (re-entrancy g
 
 
 @contextlib.contextmanager
-def _engine_for(checkpoint: Checkpoint, device: str):
+def _engine_for(checkpoint: Checkpoint, device: str, precision: str = "fp32"):
     """Engines are cached by weight content, so dask blocks reuse one per process.
 
     An engine runs one call at a time (other threads wait for it). A call re-entered
@@ -389,17 +401,17 @@ def _engine_for(checkpoint: Checkpoint, device: str):
     """
     from .engine import Engine
 
-    key = (_fingerprint(checkpoint), device)
+    key = (_fingerprint(checkpoint), device, precision)
     busy = _IN_USE.__dict__.setdefault("keys", set())
     if key in busy:
-        yield Engine(checkpoint, device=device)
+        yield Engine(checkpoint, device=device, precision=precision)
         return
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)
         if engine is None:
             if len(_ENGINES) >= 4:
                 _ENGINES.pop(next(iter(_ENGINES)))
-            engine = _ENGINES[key] = Engine(checkpoint, device=device)
+            engine = _ENGINES[key] = Engine(checkpoint, device=device, precision=precision)
     busy.add(key)
     try:
         yield engine
@@ -410,7 +422,7 @@ def _engine_for(checkpoint: Checkpoint, device: str):
 # --------------------------------------------------------------------------- dask
 
 def _enhance_dask(array, checkpoint: Checkpoint, decision: IntensityDecision, *, tile, threads,
-                  device):
+                  device, precision="fp32"):
     """Lazy enhancement: each block is enhanced with a halo of the receptive radius,
     under the whole array's decision (so the result equals the eager one)."""
     radius = halo(decision.max_binning, checkpoint.config.receptive_radius)
@@ -426,7 +438,7 @@ def _enhance_dask(array, checkpoint: Checkpoint, decision: IntensityDecision, *,
 
     def block(b: np.ndarray) -> np.ndarray:
         return enhance(b, weights=checkpoint, scaling=decision, tile=tile, threads=threads,
-                       device=device)
+                       device=device, precision=precision)
 
     # dask rechunks blocks smaller than the halo itself (allow_rechunk)
     return array.map_overlap(block, depth=depth, boundary="none", dtype=out_dtype,

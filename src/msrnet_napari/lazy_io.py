@@ -576,6 +576,7 @@ def enhance_to_zarr(
     tile: Optional[int] = None,
     threads: int = 0,
     device: str = "auto",
+    precision: str = "fp32",
     block: Optional[int] = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -588,7 +589,7 @@ def enhance_to_zarr(
     """Enhance ``image`` into the OME-Zarr store ``target``, block by block.
 
     ``model``/``weights``/``bit_depth``/``offset``/``gain``/``binning``/``tile``/``threads``/
-    ``device`` are those of :func:`msrnet_napari.enhance`. ``block``: work block edge in pixels
+    ``device``/``precision`` are those of :func:`msrnet_napari.enhance`. ``block``: work block edge in pixels
     along Y and X (rounded to whole output chunks; default about 2048 x 2048 pixels
     per block). ``resume``: continue an interrupted run (done blocks are skipped);
     ``overwrite``: replace an existing output (it stays until the new one is
@@ -658,7 +659,8 @@ def enhance_to_zarr(
     inverse = np.argsort(image.out_order)
     x = x.rechunk(tuple(wchunks[int(i)] for i in inverse))
     result = image.to_output(enhance_module.enhance(
-        x, weights=checkpoint, scaling=decision, tile=tile, threads=threads, device=device))
+        x, weights=checkpoint, scaling=decision, tile=tile, threads=threads, device=device,
+        precision=precision))
     if result.chunks != wchunks:  # enhance() keeps whole RGB / channel axes in a block
         if any(r != w and len(r) > 1 for r, w in zip(result.chunks, wchunks)):
             result = result.rechunk(wchunks)
@@ -667,7 +669,7 @@ def enhance_to_zarr(
     if result.shape != out_shape or np.dtype(result.dtype) != decision.out_dtype:
         raise RuntimeError("internal error: enhanced array does not match the output")
 
-    settings = {"tile": tile, "device": device, "block": [c[0] for c in result.chunks],
+    settings = {"tile": tile, "device": device, "precision": precision, "block": [c[0] for c in result.chunks],
                 "chunks": list(out_chunks), "zarr_format": image.zarr_format}
     run_key = _token(__version__, str(source), tuple(image.data.shape), str(image.dtype),
                      out_shape, repr(decision), enhance_module._fingerprint(checkpoint),

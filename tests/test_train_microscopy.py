@@ -100,6 +100,35 @@ def test_trainer_runs_validates_by_the_chosen_groups_and_resumes(data_root, tmp_
         tm.main([a if a != "w2s" else "p7" for a in args[:-2]] + ["p7"])
 
 
+def test_logmse_loss_is_the_mean_log_error_per_crop_and_trains(data_root, tmp_path):
+    torch = pytest.importorskip("torch")
+    from msrnet_napari.checkpoint import load_checkpoint
+    from msrnet_napari.training import train_microscopy as tm
+
+    target = torch.zeros((2, 3, 4, 4))
+    out = target.clone()
+    out[0] += 0.1  # crop 0: MSE 0.01; crop 1: exact
+    expected = (np.log(0.01 + tm.LOG_MSE_FLOOR) + np.log(tm.LOG_MSE_FLOOR)) / 2
+    assert float(tm.crop_loss(out, target, "logmse")) == pytest.approx(expected, rel=1e-6)
+    assert float(tm.crop_loss(out, target, "mse")) == pytest.approx(0.005, rel=1e-6)
+    # the gradient of the log loss weighs each crop by 1 / its MSE: a crop 10x more
+    # accurate pulls as hard as one with 10x its error would under plain MSE
+    a = torch.full((2, 1, 2, 2), 0.0, requires_grad=True)
+    shift = torch.tensor([0.1, 0.01]).view(2, 1, 1, 1)
+    tm.crop_loss(a + shift, torch.zeros_like(a), "logmse").backward()
+    g = a.grad.view(2, -1)[:, 0]
+    floor = tm.LOG_MSE_FLOOR
+    ratio = (0.01 / (0.01 ** 2 + floor)) / (0.1 / (0.1 ** 2 + floor))  # ~10 (the floor: 9.9)
+    assert float(g[1] / g[0]) == pytest.approx(ratio, rel=1e-4) and ratio > 9.8
+
+    run = tmp_path / "log"
+    args = ["--data", str(data_root), "--out", str(run), "--steps", "2", "--batch", "2",
+            "--crop", "32", "--val-size", "48", "--threads", "1", "--val-every-s", "1e9",
+            "--loss", "logmse"]
+    assert tm.main(args) == 0
+    assert load_checkpoint(run / "last.pt").metadata["step"] == 2
+
+
 def test_validation_bins_the_crops_enhance_would_bin():
     from msrnet_napari.training.train_microscopy import val_binning
 

@@ -63,9 +63,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validate like the product: 'auto' restores each validation crop "
                         "2x2-binned (cycle-spun) where its SNR is below the binning threshold, "
                         "as enhance() does; '1': always at full resolution")
+    p.add_argument("--loss", choices=("mse", "logmse"), default="mse",
+                   help="'mse': the batch's mean squared error (crops at a few photons, whose "
+                        "errors are largest, dominate it); 'logmse': the mean over crops of "
+                        "log(MSE + 1e-6), i.e. the mean PSNR per crop - what the validation "
+                        "and eval_microscopy average - so every photon level counts alike")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50)
     return p
+
+
+#: floor of a crop's MSE in the 'logmse' loss (network units: 60 dB), so that a crop
+#: the network already restores almost exactly does not get an unbounded weight
+LOG_MSE_FLOOR = 1e-6
+
+
+def crop_loss(out, target, kind: str):
+    """The training loss of a batch (torch tensors N x C x H x W); see --loss."""
+    import torch
+
+    if kind == "mse":
+        return torch.mean((out - target) ** 2)
+    per_crop = torch.mean((out - target) ** 2, dim=tuple(range(1, out.ndim)))
+    return torch.mean(torch.log(per_crop + LOG_MSE_FLOOR))
 
 
 def cosine_lr(args, progress: float) -> float:
@@ -159,7 +179,6 @@ class Trainer:
 
     def step(self, lr: float) -> float:
         import torch
-        import torch.nn.functional as F
 
         x, y = self.sampler.sample(self.args.batch)
         xt = torch.from_numpy(np.repeat(x[:, None], 3, axis=1))
@@ -167,7 +186,7 @@ class Trainer:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        loss = F.mse_loss(self.model(xt), yt)
+        loss = crop_loss(self.model(xt), yt, self.args.loss)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()

@@ -134,8 +134,7 @@ def enhance(
         Arithmetic of the CUDA engine's 3x3 convolutions: "tf32" runs them on the
         GPU's tensor cores (compute capability >= 8.0; inputs and weights rounded to a
         10-bit mantissa, fp32 accumulation; meant for speed, not yet timed on a
-        GPU; max error bound in
-        cpp/cuda/standalone_test.cu). Where TF32 cannot run (the CPU engine, an older
+        GPU; error bound in cpp/cuda/standalone_test.cu). Where TF32 cannot run (the CPU engine, an older
         GPU, a width other than 16/32) the result is computed in fp32. Default fp32:
         the same numbers as the CPU engine to ~1e-6.
     progress : callable(done, total), optional

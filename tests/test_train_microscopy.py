@@ -111,6 +111,8 @@ def test_logmse_loss_is_the_mean_log_error_per_crop_and_trains(data_root, tmp_pa
     expected = (np.log(0.01 + tm.LOG_MSE_FLOOR) + np.log(tm.LOG_MSE_FLOOR)) / 2
     assert float(tm.crop_loss(out, target, "logmse")) == pytest.approx(expected, rel=1e-6)
     assert float(tm.crop_loss(out, target, "mse")) == pytest.approx(0.005, rel=1e-6)
+    assert float(tm.crop_loss(out, target, "logmse", floor=1e-3)) == pytest.approx(
+        (np.log(0.011) + np.log(1e-3)) / 2, rel=1e-6)
     # the gradient of the log loss weighs each crop by 1 / its MSE: a crop 10x more
     # accurate pulls as hard as one with 10x its error would under plain MSE
     a = torch.full((2, 1, 2, 2), 0.0, requires_grad=True)
@@ -124,7 +126,7 @@ def test_logmse_loss_is_the_mean_log_error_per_crop_and_trains(data_root, tmp_pa
     run = tmp_path / "log"
     args = ["--data", str(data_root), "--out", str(run), "--steps", "2", "--batch", "2",
             "--crop", "32", "--val-size", "48", "--threads", "1", "--val-every-s", "1e9",
-            "--loss", "logmse"]
+            "--loss", "logmse", "--log-floor", "1e-5"]
     assert tm.main(args) == 0
     assert load_checkpoint(run / "last.pt").metadata["step"] == 2
 

@@ -68,24 +68,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "errors are largest, dominate it); 'logmse': the mean over crops of "
                         "log(MSE + 1e-6), i.e. the mean PSNR per crop - what the validation "
                         "and eval_microscopy average - so every photon level counts alike")
+    p.add_argument("--log-floor", type=float, default=1e-6,
+                   help="'logmse': floor added to each crop's MSE (network units; 1e-6 = 60 dB), "
+                        "so crops restored better than that stop gaining weight")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50)
     return p
 
 
-#: floor of a crop's MSE in the 'logmse' loss (network units: 60 dB), so that a crop
-#: the network already restores almost exactly does not get an unbounded weight
+#: default floor of a crop's MSE in the 'logmse' loss (network units: 60 dB), so that a
+#: crop the network already restores almost exactly does not get an unbounded weight
 LOG_MSE_FLOOR = 1e-6
 
 
-def crop_loss(out, target, kind: str):
+def crop_loss(out, target, kind: str, floor: float = LOG_MSE_FLOOR):
     """The training loss of a batch (torch tensors N x C x H x W); see --loss."""
     import torch
 
     if kind == "mse":
         return torch.mean((out - target) ** 2)
     per_crop = torch.mean((out - target) ** 2, dim=tuple(range(1, out.ndim)))
-    return torch.mean(torch.log(per_crop + LOG_MSE_FLOOR))
+    return torch.mean(torch.log(per_crop + floor))
 
 
 def cosine_lr(args, progress: float) -> float:
@@ -186,7 +189,7 @@ class Trainer:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        loss = crop_loss(self.model(xt), yt, self.args.loss)
+        loss = crop_loss(self.model(xt), yt, self.args.loss, self.args.log_floor)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()

@@ -375,7 +375,7 @@ conv3x3_fast_kernel(const float* __restrict__ in, int Cin, int Hr, int Wr,
 namespace wmma = nvcuda::wmma;
 constexpr int kTcThreads = 32 * kBH;  // 8 warps, one per block row
 
-bool tf32_width_supported(int width) { return width == 16 || width == 32; }
+constexpr bool tf32_width_supported(int width) { return width == 16 || width == 32; }
 
 template <int WIDTH>
 __global__ void __launch_bounds__(kTcThreads, 2)  // <= 128 registers: two blocks per SM
@@ -479,7 +479,7 @@ void launch_fast(bool tf32, cudaStream_t stream, const float* in, int Cin, int H
                  const float* wt, const float* b, float* out, const float* fw, int ldf, float* acc) {
     const dim3 grid(blocks_for(Wr, kBW), blocks_for(Hr, kBH));
     (void)stream;  // unused by the CPU emulation
-    if constexpr (WIDTH == 16 || WIDTH == 32) {
+    if constexpr (tf32_width_supported(WIDTH)) {
         if (tf32) {
             MSR_LAUNCH(conv3x3_tf32_kernel<WIDTH>, grid, dim3(kTcThreads), stream, in, Cin, Hr, Wr, wt,
                        b, out, fw, ldf, acc);

@@ -24,6 +24,12 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "tf32")
 
 
+def check_precision(precision: str) -> None:
+    """ValueError unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
 def cuda_available() -> bool:
     """True when the extension was built with CUDA and a GPU is usable."""
     if not getattr(_core, "has_cuda", False):
@@ -49,8 +55,7 @@ class Engine:
                  precision: str = "fp32") -> None:
         if device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        check_precision(precision)
         if device == "auto":
             device = "cuda" if cuda_available() else "cpu"
         if device == "cuda" and not cuda_available():

@@ -151,10 +151,9 @@ def enhance(
     ndarray (or dask array) of the same shape, with dtype ``dtype`` or the input's.
     """
     tile, threads = _checked_engine_args(tile, threads)
-    from .engine import PRECISIONS
+    from .engine import check_precision
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_precision(precision)  # before the decision's work, not only when the engine starts
     lazy = is_dask(array)
     data = array if lazy else _as_checked_array(array)
     options = IntensityOptions(rgb, channel_axis, bit_depth, intensity_range, exposure_gain,

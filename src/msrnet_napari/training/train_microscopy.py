@@ -26,6 +26,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+#: default floor of a crop's MSE in the 'logmse' loss (network units: 60 dB), so that a
+#: crop the network already restores almost exactly does not get an unbounded weight
+LOG_MSE_FLOOR = 1e-6
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="msrnet-train-microscopy", description=__doc__,
@@ -66,19 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=("mse", "logmse"), default="mse",
                    help="'mse': the batch's mean squared error (crops at a few photons, whose "
                         "errors are largest, dominate it); 'logmse': the mean over crops of "
-                        "log(MSE + 1e-6), i.e. the mean PSNR per crop - what the validation "
+                        "log(MSE + --log-floor), i.e. the mean PSNR per crop - what the validation "
                         "and eval_microscopy average - so every photon level counts alike")
-    p.add_argument("--log-floor", type=float, default=1e-6,
+    p.add_argument("--log-floor", type=float, default=LOG_MSE_FLOOR,
                    help="'logmse': floor added to each crop's MSE (network units; 1e-6 = 60 dB), "
                         "so crops restored better than that stop gaining weight")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50)
     return p
-
-
-#: default floor of a crop's MSE in the 'logmse' loss (network units: 60 dB), so that a
-#: crop the network already restores almost exactly does not get an unbounded weight
-LOG_MSE_FLOOR = 1e-6
 
 
 def crop_loss(out, target, kind: str, floor: float = LOG_MSE_FLOOR):

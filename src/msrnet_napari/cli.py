@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=("fp32", "tf32"), default="fp32",
                         help="CUDA arithmetic of the 3x3 convolutions: tf32 = tensor cores "
                              "(compute capability >= 8.0; error within 2e-3 of the output's scale, "
-                             "about 1e-4 measured in emulation); the CPU engine always computes "
+                             "6e-5 to 8e-5 measured in emulation); the CPU engine always computes "
                              "fp32 (default: %(default)s)")
     parser.add_argument("--suffix", default="_msrnet",
                         help="appended to each output file stem (default: %(default)s; "

@@ -89,11 +89,11 @@ const kernels::KernelTable& select_kernels() {
     return kernels::generic::table();
 }
 
-// Winograd tile for the width->width convs: MSRNET_WINOGRAD=0 (direct), 2 or 4 (default).
+// Winograd tile for the width->width convs: MSRNET_WINOGRAD=0 (direct), 2, 4 or 6 (default).
 int winograd_tile() {
     const char* env = std::getenv("MSRNET_WINOGRAD");
-    const std::string v = env ? env : "4";
-    return v == "0" ? 0 : v == "2" ? 2 : 4;
+    const std::string v = env ? env : "6";
+    return v == "0" ? 0 : v == "2" ? 2 : v == "4" ? 4 : 6;
 }
 
 int hardware_threads() {
@@ -148,7 +148,7 @@ PackedConv pack_conv(const std::vector<float>& w, const std::vector<float>& b, i
                 pc.w[(static_cast<size_t>(t) * cin_slots + ci) * pc.cout_p + co] =
                     w[(static_cast<size_t>(co) * cin + ci) * 9 + t];
     }
-    if (wino_m == 2 || wino_m == 4) {
+    if (wino_m == 2 || wino_m == 4 || wino_m == 6) {
         // U = G g G^T in double; G is (m+2) x 3.
         static const double G2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
         static const double G4[6][3] = {{1.0 / 4, 0, 0},
@@ -157,14 +157,24 @@ PackedConv pack_conv(const std::vector<float>& w, const std::vector<float>& b, i
                                         {1.0 / 24, 1.0 / 12, 1.0 / 6},
                                         {1.0 / 24, -1.0 / 12, 1.0 / 6},
                                         {0, 0, 1}};
+        static const double G6[8][3] = {{1, 0, 0},
+                                        {-2.0 / 9, -2.0 / 9, -2.0 / 9},
+                                        {-2.0 / 9, 2.0 / 9, -2.0 / 9},
+                                        {1.0 / 90, 1.0 / 45, 2.0 / 45},
+                                        {1.0 / 90, -1.0 / 45, 2.0 / 45},
+                                        {1.0 / 45, 1.0 / 90, 1.0 / 180},
+                                        {1.0 / 45, -1.0 / 90, 1.0 / 180},
+                                        {0, 0, 1}};
         const int A = wino_m + 2;
-        auto G = [&](int i, int j) { return wino_m == 2 ? G2[i][j] : G4[i][j]; };
+        auto G = [&](int i, int j) {
+            return wino_m == 2 ? G2[i][j] : wino_m == 4 ? G4[i][j] : G6[i][j];
+        };
         pc.wino_m = wino_m;
         pc.wino.assign(static_cast<size_t>(A * A) * cin_slots * pc.cout_p, 0.0f);
         for (int co = 0; co < cout; ++co)
             for (int ci = 0; ci < cin; ++ci) {
                 const float* g = &w[(static_cast<size_t>(co) * cin + ci) * 9];
-                double gt[6][3];  // G g
+                double gt[8][3];  // G g
                 for (int i = 0; i < A; ++i)
                     for (int j = 0; j < 3; ++j)
                         gt[i][j] = G(i, 0) * g[j] + G(i, 1) * g[3 + j] + G(i, 2) * g[6 + j];
@@ -369,7 +379,8 @@ void CpuEngine::Impl::forward_tile(const float* in, float* out, int H, int W, co
 //  * Threads: min(requested, tiles, work / kMinWorkPerThread): a thread is
 //    only started when it gets enough work to outweigh waiting for it on a busy
 //    machine, so thin and tiny images (a 1 x 2000 strip) run on one thread.
-// Work of a tile = its region's area, rounded up to the Winograd 4 x 4 grid.
+// Work of a tile = its region's area, rounded up to a grid of 4 pixels (a cost model of
+// the Winograd tiles' waste, not the kernels' exact F(6x6) grid).
 namespace {
 
 constexpr int kMinSplitTile = 64;

@@ -1,4 +1,4 @@
-// 3x3 convolution kernels (direct and Winograd F(2x2,3x3) / F(4x4,3x3)) on HWC maps.
+// 3x3 convolution kernels (direct and Winograd F(2x2,3x3) / F(4x4,3x3) / F(6x6,3x3)) on HWC maps.
 //
 // This file is compiled several times with different instruction-set flags;
 // MSRNET_KERNEL_NS names the namespace of each copy (see kernels.h for the map
@@ -368,6 +368,38 @@ template <> struct Wino<4> {  // Lavin & Gray's F(4x4, 3x3)
     }
 };
 
+template <> struct Wino<6> {  // F(6x6, 3x3), points 0, +-1, +-2, +-1/2 (as ncnn's winograd63)
+    static constexpr int kA = 8, kTiles = 12;
+    template <class V>
+    static void in(const V* d, V* t) {  // B^T rows, factored (B^T: ncnn's itm matrix)
+        t[0] = d[0] - d[6] + 5.25f * (d[4] - d[2]);
+        t[7] = d[7] - d[1] + 5.25f * (d[3] - d[5]);
+        const V a12 = d[2] + d[6] - 4.25f * d[4], b12 = d[1] + d[5] - 4.25f * d[3];
+        t[1] = a12 + b12;
+        t[2] = a12 - b12;
+        const V a34 = d[6] + 0.25f * d[2] - 1.25f * d[4];
+        const V b34 = 0.5f * d[1] - 2.5f * d[3] + 2.0f * d[5];
+        t[3] = a34 + b34;
+        t[4] = a34 - b34;
+        const V a56 = d[6] + 4.0f * (d[2] - 1.25f * d[4]);
+        const V b56 = 2.0f * d[1] - 2.5f * d[3] + 0.5f * d[5];
+        t[5] = a56 + b56;
+        t[6] = a56 - b56;
+    }
+    template <class V>
+    static void out(const V* m, V* y) {  // A^T = [1 1 1 1 1 32 32 0; 0 1 -1 2 -2 16 -16 0; ...]
+        const V s12 = m[1] + m[2], d12 = m[1] - m[2];
+        const V s34 = m[3] + m[4], d34 = m[3] - m[4];
+        const V s56 = m[5] + m[6], d56 = m[5] - m[6];
+        y[0] = m[0] + s12 + s34 + 32.0f * s56;
+        y[1] = d12 + 2.0f * d34 + 16.0f * d56;
+        y[2] = s12 + 4.0f * s34 + 8.0f * s56;
+        y[3] = d12 + 8.0f * d34 + 4.0f * d56;
+        y[4] = s12 + 16.0f * s34 + 2.0f * s56;
+        y[5] = d12 + 32.0f * d34 + d56 + m[7];
+    }
+};
+
 template <int P, int NB>
 inline void wino_gemm_block(const float* v, int cin, const float* u, int cout_p, float* m) {
     v8 acc[P][NB];
@@ -577,14 +609,14 @@ void conv_winograd(const PackedConv& cv, const MapView& in, const MapView& out, 
                    bool do_relu, const FuseTarget* fuse, const Scratch& scratch) {
     constexpr int A = Wino<Mt>::kA, T = Wino<Mt>::kTiles;
     const int ntx = (r.width() + Mt - 1) / Mt, nty = (r.height() + Mt - 1) / Mt;
-    // The last tiles of a row / column read up to 3 pixels past the input's
+    // The last tiles of a row / column read up to Mt - 1 pixels past the input's
     // valid rectangle (r grown by 1).  Exact arithmetic cancels them, float
     // rounding does not quite, so make them zeros rather than stale values from
     // an earlier layer or tile: results then do not depend on buffer history.
-    for (int y = r.y1 + 1; y <= r.y1 + 3; ++y)
-        std::memset(in.at(y, r.x0 - 1), 0, static_cast<size_t>(r.width() + 5) * in.cp * sizeof(float));
+    for (int y = r.y1 + 1; y <= r.y1 + Mt - 1; ++y)
+        std::memset(in.at(y, r.x0 - 1), 0, static_cast<size_t>(r.width() + Mt + 1) * in.cp * sizeof(float));
     for (int y = r.y0 - 1; y <= r.y1; ++y)
-        std::memset(in.at(y, r.x1 + 1), 0, static_cast<size_t>(3) * in.cp * sizeof(float));
+        std::memset(in.at(y, r.x1 + 1), 0, static_cast<size_t>(Mt - 1) * in.cp * sizeof(float));
     float* V = scratch.data;
     float* M = V + static_cast<size_t>(A * A) * T * cv.cin;
     double* prof = scratch.prof;
@@ -604,7 +636,9 @@ void conv3x3(const PackedConv& cv, const MapView& in, const MapView& out, Rect r
              const FuseTarget* fuse, bool winograd, const Scratch& scratch) {
     if (r.empty()) return;
     const bool wino = winograd && !cv.wino.empty() && cv.cin % kBlock == 0;
-    if (wino && cv.wino_m == 4)
+    if (wino && cv.wino_m == 6)
+        conv_winograd<6>(cv, in, out, r, do_relu, fuse, scratch);
+    else if (wino && cv.wino_m == 4)
         conv_winograd<4>(cv, in, out, r, do_relu, fuse, scratch);
     else if (wino && cv.wino_m == 2)
         conv_winograd<2>(cv, in, out, r, do_relu, fuse, scratch);

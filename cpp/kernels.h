@@ -2,11 +2,11 @@
 //
 // Feature-map layout ("HWC with border"): a map of h x w pixels and `cp` channel
 // slots stores pixel (y, x), channel c at
-//     data[((y + 1) * (w + 5) + (x + 1)) * cp + c]
-// i.e. one extra pixel above / left and four below / right.  The ring one pixel
+//     data[((y + 1) * (w + 7) + (x + 1)) * cp + c]
+// i.e. one extra pixel above / left and six below / right.  The ring one pixel
 // outside the image is kept at zero, which is exactly PyTorch's padding=1; the
 // extra rings on the bottom/right (zeroed too) only let the Winograd path read
-// whole 6x6 patches at the last, partial tile of a row.  Output maps have cp a multiple
+// whole (m+2) x (m+2) patches at the last, partial tile of a row.  Output maps have cp a multiple
 // of 8 (kBlock) so a pixel's channels are whole SIMD vectors; padded channels
 // have zero weights and bias, so they stay zero.
 //
@@ -28,7 +28,7 @@ inline int round_up(int n, int m) { return (n + m - 1) / m * m; }
 using msrnet::Rect;  // msrnet/tiling.h; here in map coordinates
 
 struct MapView {
-    static constexpr int kPad = 5;  // border pixels per row/column: 1 before, 4 after
+    static constexpr int kPad = 7;  // border pixels per row/column: 1 before, 6 after
     float* data = nullptr;
     int h = 0, w = 0, cp = 0;
     size_t row_stride() const { return static_cast<size_t>(w + kPad) * cp; }
@@ -46,7 +46,7 @@ struct PackedConv {
     int cout_p = 0;           // output channel slots, multiple of kBlock
     std::vector<float> w;     // direct: [9 taps][cin][cout_p]
     std::vector<float> b;     // [cout_p]
-    int wino_m = 0;           // Winograd output tile edge: 2 = F(2x2,3x3), 4 = F(4x4,3x3), 0 = none
+    int wino_m = 0;           // Winograd output tile edge: 2, 4 or 6 = F(m x m, 3x3), 0 = none
     std::vector<float> wino;  // U = G g G^T: [(m+2)^2][cin][cout_p]
 };
 
@@ -83,8 +83,8 @@ struct Scratch {
     double* prof = nullptr;
 };
 inline size_t conv_scratch_floats(int cin, int cout_p) {
-    // max over F(2x2) (16 transforms x 24 tiles) and F(4x4) (36 x 12) = 432
-    return static_cast<size_t>(432) * static_cast<size_t>(cin + cout_p);
+    // max over F(2x2) (16 transforms x 24 tiles), F(4x4) (36 x 12) and F(6x6) (64 x 12)
+    return static_cast<size_t>(768) * static_cast<size_t>(cin + cout_p);
 }
 
 struct KernelTable {
@@ -93,7 +93,7 @@ struct KernelTable {
                    float* scratch);
     // out(y, x) = [relu](b + sum w * in(neighbourhood)) for (y, x) in r.
     // Reads `in` on r grown by one pixel; the Winograd path (winograd && conv.wino_m)
-    // also reads, and zeroes, up to 3 more rows / columns below / right of that.
+    // also reads, and zeroes, up to m - 1 more rows / columns below / right of that.
     // Single-threaded: the engine runs whole tiles per thread.
     void (*conv3x3)(const PackedConv& conv, const MapView& in, const MapView& out, Rect r,
                     bool relu, const FuseTarget* fuse, bool winograd, const Scratch& scratch);

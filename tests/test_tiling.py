@@ -72,6 +72,28 @@ def test_generic_kernels_match(monkeypatch):
     np.testing.assert_allclose(fast, generic, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("simd", ["generic", "native"])
+def test_winograd_tiles_match_direct(monkeypatch, simd):
+    """F(2x2), F(4x4) and the default F(6x6) Winograd convs agree with the direct conv on
+    shapes whose last Winograd tiles are partial in both directions (1..5 pixels past the
+    valid rectangle: the maps' bottom/right border rings), untiled and tiled."""
+    config = CONFIGS[0]
+    weights = random_weights(config, 4).weights
+    if simd == "generic":
+        monkeypatch.setenv("MSRNET_SIMD", "generic")
+    results = {}
+    for m in ("0", "2", "4", "6"):
+        monkeypatch.setenv("MSRNET_WINOGRAD", m)
+        eng = _core.Engine(config.engine_dict(), weights)
+        for shape in ((31, 47), (25, 26)):
+            img = np.random.default_rng(sum(shape)).random((*shape, 3), dtype=np.float32) * 4
+            for tile in (2**31 - 1, 23):
+                results[m, shape, tile] = eng.run(img, tile=tile)
+    for (m, shape, tile), out in results.items():
+        direct = results["0", shape, tile]
+        assert np.abs(out - direct).max() <= 2e-5 * (1 + np.abs(direct).max()), (m, shape, tile)
+
+
 MEMORY_SCRIPT = textwrap.dedent("""
     import json, resource, sys
     import numpy as np

@@ -659,6 +659,7 @@ def _change_every_setting(widget, checkpoint):
     widget.binning.value = "2"
     widget.bit_depth.value = 12
     widget.device.value = "cpu"
+    widget.precision.value = "tf32"
     widget.tile.value = 64
     widget.threads.value = 1
     widget.whole_stack.value = True
@@ -682,6 +683,8 @@ def test_widget_settings_survive_reopening_and_restore_defaults(make_napari_view
     assert reopened.checkpoint.enabled and Path(reopened.checkpoint.value) == Path(checkpoint)
     assert reopened.offset.value == "100, 120" and reopened.gain.value == 2.5
     assert reopened.binning.value == "2"
+    assert reopened.precision.value == "tf32"
+    assert reopened.build_job(viewer.add_image(np.zeros((8, 8, 2), np.uint8))).precision == "tf32"
 
     reopened.restore_defaults()
     assert reopened.current_settings() == defaults

@@ -202,6 +202,28 @@ def test_execute_job_runs_reports_progress_and_cancels(checkpoint):
     assert out.status == "error" and "not found" in out.message
 
 
+def test_job_precision_goes_to_enhance(checkpoint, monkeypatch):
+    """The widget's GPU precision reaches enhance(); on the CPU engine tf32 computes fp32
+    (the same bits), and a value enhance() refuses ends the job with its message."""
+    data = (np.random.default_rng(2).random((40, 56)) * 120).astype(np.uint8)
+    import msrnet_napari
+
+    seen = []
+    real = msrnet_napari.enhance
+
+    def spy(array, **kwargs):
+        seen.append(kwargs.get("precision"))
+        return real(array, **kwargs)
+
+    monkeypatch.setattr(msrnet_napari, "enhance", spy)
+    fp32 = J.execute_job(J.Job(array=data, weights=checkpoint, device="cpu"))
+    tf32 = J.execute_job(J.Job(array=data, weights=checkpoint, device="cpu", precision="tf32"))
+    assert fp32.status == tf32.status == "ok" and seen == ["fp32", "tf32"]
+    np.testing.assert_array_equal(fp32.data, tf32.data)
+    bad = J.execute_job(J.Job(array=data, weights=checkpoint, precision="fp16"))
+    assert bad.status == "error" and "precision" in bad.message
+
+
 # ------------------------------------------------------------------ plane-by-plane jobs
 
 
@@ -342,6 +364,10 @@ def test_settings_round_trip_and_validation(tmp_path, monkeypatch):
         J.settings_path().write_text('{"binning": %s}' % bad)
         assert J.load_settings() == J.DEFAULT_SETTINGS
     assert J.DEFAULT_SETTINGS["binning"] == "auto"
+    J.save_settings({**J.DEFAULT_SETTINGS, "precision": "tf32"})
+    assert J.load_settings()["precision"] == "tf32"
+    J.settings_path().write_text('{"precision": "fp16"}')
+    assert J.load_settings() == J.DEFAULT_SETTINGS and J.DEFAULT_SETTINGS["precision"] == "fp32"
     J.settings_path().write_text("[1, 2]")
     assert J.load_settings() == J.DEFAULT_SETTINGS
     assert J.reset_settings() == J.DEFAULT_SETTINGS and not J.settings_path().exists()

@@ -68,6 +68,7 @@ from .widget_jobs import (
     parse_offset,
     plan_job,
     plane_offset,
+    precision_choices,
     preview_decision,
     reset_settings,
     resolve_threads,
@@ -89,11 +90,11 @@ __all__ = ["MSRNetWidget"]
 _SETTING_CONTROLS = {
     "model": "model", "checkpoint": "checkpoint", "layout": "layout_mode", "offset": "offset",
     "gain": "gain", "binning": "binning", "bit_depth": "bit_depth", "device": "device",
-    "tile": "tile", "threads": "threads", "whole_stack": "whole_stack",
+    "precision": "precision", "tile": "tile", "threads": "threads", "whole_stack": "whole_stack",
 }
 #: controls locked while a job runs
 _LOCKED = ("image_layer", "layout_mode", "model", "offset", "gain", "binning", "bit_depth",
-           "device", "tile", "threads", "preview_button", "defaults_button")
+           "device", "precision", "tile", "threads", "preview_button", "defaults_button")
 
 
 class _ProgressRelay(QObject):
@@ -190,6 +191,12 @@ class MSRNetWidget(Container):
                              "the layer's maximum)"),
             ComboBox(name="device", label="Device", choices=device_choices(), value="auto",
                      tooltip="auto: CUDA when available, else CPU"),
+            ComboBox(name="precision", label="GPU precision", choices=precision_choices(),
+                     value="fp32",
+                     tooltip="CUDA engine: fp32 gives the CPU engine's numbers (to ~1e-6); "
+                             "tf32 runs the 3x3 convolutions on the tensor cores (compute "
+                             "capability 8.0 and newer; inputs and weights rounded to a 10-bit "
+                             "mantissa, fp32 sums). The CPU engine always computes fp32"),
             SpinBox(name="tile", label="Tile size", value=0, min=0, max=8192, step=32,
                     tooltip="Tile edge in pixels (0 = auto: sized from the CPU's cache, "
                             "128-512; 2048 on CUDA): "
@@ -417,6 +424,7 @@ class MSRNetWidget(Container):
         return Job(array=array, reference=reference, layout=kind, mode=mode, weights=weights,
                    model=model, tile=int(self.tile.value) or None,
                    threads=resolve_threads(self.threads.value), device=str(self.device.value),
+                   precision=str(self.precision.value),
                    bit_depth=int(self.bit_depth.value), offset=parse_offset(self.offset.value),
                    gain=float(self.gain.value), binning=self.binning.value,
                    input_limits=limits, first_plane=first,

@@ -300,6 +300,7 @@ class Job:
     tile: Optional[int] = None  # None = the device's default
     threads: int = 1  # resolved: never 0 (0 = all cores in the core)
     device: str = "auto"
+    precision: str = "fp32"  # the CUDA engine's 3x3 convs: "fp32" or "tf32" (tensor cores)
     bit_depth: int = 0  # photo model, integer layers: 0 = detect from the data
     offset: Any = None  # linear model: None = estimate, or number(s)
     gain: float = 1.0  # linear model: exposure ratio
@@ -539,7 +540,8 @@ def run_job(
         limits = contrast_limits_for(decision, job.input_limits)
         yield Decided(decision, limits)
         kwargs = dict(model=job.model, weights=job.weights, scaling=decision, tile=job.tile,
-                      threads=job.threads, device=job.device, cancel=cancel)
+                      threads=job.threads, device=job.device, precision=job.precision,
+                      cancel=cancel)
         if job.mode == "array":
             result = enhance(array, progress=progress, **kwargs)
             return Outcome("ok", result, limits, decision=decision)
@@ -622,6 +624,11 @@ def device_choices() -> list[str]:
     return choices
 
 
+def precision_choices() -> list[tuple[str, str]]:
+    """(label, value) for the widget's GPU precision menu (enhance()'s ``precision=``)."""
+    return [("fp32 (as the CPU)", "fp32"), ("tf32 (tensor cores)", "tf32")]
+
+
 def model_choices() -> list[tuple[str, str]]:
     """(label, value) for the widget's model menu: auto, the installed bundled models,
     and a checkpoint file."""
@@ -644,12 +651,13 @@ def layout_choices(auto_label: str = "auto") -> list[tuple[str, str]]:
 #: the widget's persisted settings and their defaults (Restore defaults goes back here)
 DEFAULT_SETTINGS: dict[str, Any] = {
     "model": MODEL_AUTO, "checkpoint": "", "layout": LAYOUT_AUTO, "offset": "auto",
-    "gain": 1.0, "binning": BINNING_AUTO, "bit_depth": 0, "device": "auto", "tile": 0,
-    "threads": 0, "whole_stack": False,
+    "gain": 1.0, "binning": BINNING_AUTO, "bit_depth": 0, "device": "auto", "precision": "fp32",
+    "tile": 0, "threads": 0, "whole_stack": False,
 }
 #: settings whose saved value must be one of these (else the default is kept)
 _SETTING_CHOICES: dict[str, tuple[str, ...]] = {
     "binning": tuple(value for _, value in binning_choices()),
+    "precision": tuple(value for _, value in precision_choices()),
 }
 SETTINGS_ENV = "MSRNET_NAPARI_CONFIG_DIR"
 SETTINGS_FILE = "widget_settings.json"

@@ -140,3 +140,53 @@ def test_validation_bins_the_crops_enhance_would_bin():
                                                    peak=peak, center=True)[0])
                for peak in (3.0, 10.0, 1000.0)}
     assert factors == {3.0: 2, 10.0: 2, 1000.0: 1}  # the linear model's SNR rule
+
+
+def test_grown_checkpoints_compute_the_same_and_fine_tune(data_root, tmp_path):
+    """training/widen.py: a wider and a deeper copy of a trained linear model give the same
+    output (engine and torch), the trainer fine-tunes the grown copy (--init-full takes
+    another width / depth), and a copy that is not the linear model's config is refused."""
+    torch = pytest.importorskip("torch")
+    from msrnet_napari import _core
+    from msrnet_napari.checkpoint import load_checkpoint
+    from msrnet_napari.config import MSRNetConfig
+    from msrnet_napari.training import train_microscopy as tm
+    from msrnet_napari.training import widen as wd
+    from msrnet_napari.training.model import MSRNet, init_weights, save_checkpoint
+
+    cfg = MSRNetConfig(intensity="linear", depth=3, width=8)
+    model = init_weights(MSRNet(cfg), seed=1).eval()
+    with torch.no_grad():
+        model.f2.fuse.weight.mul_(10)  # make f2 matter in the output
+    x = torch.rand(1, 3, 24, 20) * 2
+    with torch.no_grad():
+        ref = model(x)
+        for grown in (wd.widen(model, 16, seed=2), wd.deepen(model, 5),
+                      wd.deepen(wd.widen(model, 12), 4)):
+            assert float((grown(x) - ref).abs().max()) < 1e-5
+            assert sum(p.numel() for p in grown.parameters()) > \
+                sum(p.numel() for p in model.parameters())
+    with pytest.raises(ValueError, match="smaller"):
+        wd.widen(model, 4)
+    with pytest.raises(ValueError, match="smaller"):
+        wd.deepen(model, 2)
+
+    src = save_checkpoint(model, tmp_path / "small.pt")
+    wide = tmp_path / "wide.pt"
+    assert wd.main([str(src), str(wide), "--width", "16", "--depth", "4"]) == 0
+    ck = load_checkpoint(wide)
+    assert (ck.config.width, ck.config.depth) == (16, 4)
+    img = x[0].permute(1, 2, 0).numpy().copy()
+    out = _core.Engine(ck.config.engine_dict(), ck.weights).run(img)
+    np.testing.assert_allclose(out, ref[0].permute(1, 2, 0).numpy(), atol=1e-5)
+
+    run = tmp_path / "tune"
+    args = ["--data", str(data_root), "--out", str(run), "--steps", "2", "--batch", "2",
+            "--crop", "32", "--val-size", "48", "--threads", "1", "--val-every-s", "1e9"]
+    assert tm.main(args + ["--init-full", str(wide)]) == 0
+    tuned = load_checkpoint(run / "last.pt")
+    assert (tuned.config.width, tuned.config.depth, tuned.metadata["step"]) == (16, 4, 2)
+    photo = save_checkpoint(init_weights(MSRNet(MSRNetConfig(depth=3, width=8))),
+                            tmp_path / "photo.pt")
+    with pytest.raises(SystemExit, match="width and depth may differ"):
+        tm.main(args + ["--init-full", str(photo)])

@@ -20,7 +20,7 @@ import math
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -146,19 +146,24 @@ class Trainer:
             config = MSRNetConfig.from_dict(payload["config"])
         else:
             config = MSRNetConfig(intensity="linear")
+        init_full = None
+        if payload is None and a.init_full:
+            from ..checkpoint import load_checkpoint
+
+            init_full = load_checkpoint(a.init_full)
+            # the linear model's config; f2's width and depth may differ (training/widen.py)
+            grown = replace(config, width=init_full.config.width, depth=init_full.config.depth)
+            if init_full.config != grown:
+                raise SystemExit(f"--init-full: {a.init_full} has config {init_full.config}, "
+                                 f"expected {config} (width and depth may differ)")
+            config = grown
         torch.manual_seed(a.seed)
         self.model = init_weights(MSRNet(config), seed=a.seed)
         if payload is not None:
             self.model.load_state_dict(payload["state_dict"])
-        elif a.init_full:
-            from ..checkpoint import load_checkpoint
-
-            ckpt = load_checkpoint(a.init_full)
-            if ckpt.config != config:
-                raise SystemExit(f"--init-full: {a.init_full} has config {ckpt.config}, "
-                                 f"expected {config}")
+        elif init_full is not None:
             self.model.load_state_dict({k: torch.from_numpy(v.copy())
-                                        for k, v in ckpt.weights.items()})
+                                        for k, v in init_full.weights.items()})
         else:
             if a.init:
                 from ..checkpoint import load_checkpoint

@@ -1,14 +1,16 @@
 """A/B timing of two builds of the compiled engine, interleaved (A B B A A B ...).
 
     python benchmarks/ab_engine.py OLD_core.so NEW_core.so [--size 512] [--rounds 15]
-        [--threads 1] [--tiles 0 0]
+        [--threads 1] [--tiles 0 0] [--envs ENV_A ENV_B]
 
 Each build lives in its own worker process (one extension module per process), both
 get the same random weights (``profile_engine._weights``) and image and a warm-up run;
 then the timed runs alternate, so drifts of a shared machine hit both alike. Prints
 min and median per build, their ratios B/A and the largest output difference (0 when
 the builds compute the same bits). Copy the old build's ``_core*.so`` aside before
-rebuilding. ``--tiles`` gives each build its tile (0 = its default).
+rebuilding. ``--tiles`` gives each build its tile (0 = its default); ``--envs`` sets
+one environment variable per worker before its build loads, e.g. the same build twice
+with ``--envs MSRNET_WINOGRAD=4 MSRNET_WINOGRAD=6`` ("-" = none).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import multiprocessing as mp
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,7 +26,10 @@ from pathlib import Path
 import numpy as np
 
 
-def _serve(so: str, tile: int, conn) -> None:
+def _serve(so: str, tile: int, env: str, conn) -> None:
+    if env != "-":
+        key, _, value = env.partition("=")
+        os.environ[key] = value
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from profile_engine import _weights
 
@@ -50,12 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tiles", type=int, nargs=2, default=(0, 0), metavar=("TILE_A", "TILE_B"))
+    p.add_argument("--envs", nargs=2, default=("-", "-"), metavar=("ENV_A", "ENV_B"),
+                   help="KEY=VALUE set in worker A / B before its build loads ('-' = none)")
     args = p.parse_args(argv)
     ctx = mp.get_context("spawn")
     workers = []
-    for so, tile in zip((args.a, args.b), args.tiles):
+    for so, tile, env in zip((args.a, args.b), args.tiles, args.envs):
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(so, tile, child))
+        proc = ctx.Process(target=_serve, args=(so, tile, env, child))
         proc.start()
         workers.append((proc, parent))
     for _, conn in workers:  # warm-up

@@ -428,53 +428,55 @@ void wino_gemm(const float* v, int nt, int cin, const float* u, int cout_p, int 
 }
 
 #if defined(__AVX512F__) && (defined(__GNUC__) || defined(__clang__))
-template <int P>
+// NB = 1 or 2 blocks of 16 output channels, P tiles.
+template <int P, int NB>
 inline void wino_gemm16_block(const float* v, int cin, const float* u, int cout_p, float* m) {
-    v16 acc[P][2];
-    for (int p = 0; p < P; ++p) acc[p][0] = acc[p][1] = v16{};
+    v16 acc[P][NB];
+    for (int p = 0; p < P; ++p)
+        for (int nb = 0; nb < NB; ++nb) acc[p][nb] = v16{};
     for (int ci = 0; ci < cin; ++ci) {
-        const v16 w0 = load16(u + ci * cout_p), w1 = load16(u + ci * cout_p + 16);
+        v16 w[NB];
+        for (int nb = 0; nb < NB; ++nb) w[nb] = load16(u + ci * cout_p + 16 * nb);
         for (int p = 0; p < P; ++p) {
             const float a = v[p * cin + ci];
             const v16 av = v16{} + a;
-            acc[p][0] += av * w0;
-            acc[p][1] += av * w1;
+            for (int nb = 0; nb < NB; ++nb) acc[p][nb] += av * w[nb];
         }
     }
-    for (int p = 0; p < P; ++p) {
-        store16(m + p * cout_p, acc[p][0]);
-        store16(m + p * cout_p + 16, acc[p][1]);
-    }
+    for (int p = 0; p < P; ++p)
+        for (int nb = 0; nb < NB; ++nb) store16(m + p * cout_p + 16 * nb, acc[p][nb]);
 }
 
-// nt <= 12 tiles (one work item) in a single register block of nt tiles, so the
-// accumulators of a short item still hide the FMA latency (a tile's sums are the
-// same whatever the block size).
-inline void wino_gemm32(const float* v, int nt, int cin, const float* u, int cout_p, int co0,
-                        float* m) {
+// 32 (NB = 2) or 16 (NB = 1) output channels from co0.  nt <= 12 tiles (one work
+// item) in a single register block of nt tiles, so the accumulators of a short item
+// still hide the FMA latency (a tile's sums are the same whatever the block size).
+template <int NB>
+inline void wino_gemm_wide(const float* v, int nt, int cin, const float* u, int cout_p, int co0,
+                           float* m) {
     u += co0;
     m += co0;
     for (int t = 0; t < nt; t += 12) {
         const float* vt = v + t * cin;
         float* mt = m + t * cout_p;
         switch (std::min(12, nt - t)) {
-            case 12: wino_gemm16_block<12>(vt, cin, u, cout_p, mt); break;
-            case 11: wino_gemm16_block<11>(vt, cin, u, cout_p, mt); break;
-            case 10: wino_gemm16_block<10>(vt, cin, u, cout_p, mt); break;
-            case 9: wino_gemm16_block<9>(vt, cin, u, cout_p, mt); break;
-            case 8: wino_gemm16_block<8>(vt, cin, u, cout_p, mt); break;
-            case 7: wino_gemm16_block<7>(vt, cin, u, cout_p, mt); break;
-            case 6: wino_gemm16_block<6>(vt, cin, u, cout_p, mt); break;
-            case 5: wino_gemm16_block<5>(vt, cin, u, cout_p, mt); break;
-            case 4: wino_gemm16_block<4>(vt, cin, u, cout_p, mt); break;
-            case 3: wino_gemm16_block<3>(vt, cin, u, cout_p, mt); break;
-            case 2: wino_gemm16_block<2>(vt, cin, u, cout_p, mt); break;
-            default: wino_gemm16_block<1>(vt, cin, u, cout_p, mt); break;
+            case 12: wino_gemm16_block<12, NB>(vt, cin, u, cout_p, mt); break;
+            case 11: wino_gemm16_block<11, NB>(vt, cin, u, cout_p, mt); break;
+            case 10: wino_gemm16_block<10, NB>(vt, cin, u, cout_p, mt); break;
+            case 9: wino_gemm16_block<9, NB>(vt, cin, u, cout_p, mt); break;
+            case 8: wino_gemm16_block<8, NB>(vt, cin, u, cout_p, mt); break;
+            case 7: wino_gemm16_block<7, NB>(vt, cin, u, cout_p, mt); break;
+            case 6: wino_gemm16_block<6, NB>(vt, cin, u, cout_p, mt); break;
+            case 5: wino_gemm16_block<5, NB>(vt, cin, u, cout_p, mt); break;
+            case 4: wino_gemm16_block<4, NB>(vt, cin, u, cout_p, mt); break;
+            case 3: wino_gemm16_block<3, NB>(vt, cin, u, cout_p, mt); break;
+            case 2: wino_gemm16_block<2, NB>(vt, cin, u, cout_p, mt); break;
+            default: wino_gemm16_block<1, NB>(vt, cin, u, cout_p, mt); break;
         }
     }
 }
 #else
-inline void wino_gemm32(const float*, int, int, const float*, int, int, float*) {}
+template <int NB>
+inline void wino_gemm_wide(const float*, int, int, const float*, int, int, float*) {}
 #endif
 
 // Input transform of one patch, one vector of channels: V[xi] = (B^T d B)[xi]
@@ -558,17 +560,28 @@ void wino_item(const PackedConv& cv, const MapView& in, const MapView& out, Rect
         const float* v = V + xi * vs;
         const float* u = cv.wino.data() + static_cast<size_t>(xi) * cin * cpo;
         float* m = Mb + static_cast<size_t>(xi) * T * cpo;
-        for (int co0 = 0; co0 < cpo; co0 += 4 * kBlock) {
-            if (kWide && cpo - co0 >= 4 * kBlock) {
-                wino_gemm32(v, nt, cin, u, cpo, co0, m);
+        // output channels in blocks: 32 and then 16 at a time on AVX-512 (16-float
+        // vectors), else up to 4 x 8
+        for (int co0 = 0; co0 < cpo;) {
+            const int left = cpo - co0;
+            if (kWide && left >= 4 * kBlock) {
+                wino_gemm_wide<2>(v, nt, cin, u, cpo, co0, m);
+                co0 += 4 * kBlock;
                 continue;
             }
-            switch (std::min(4, (cpo - co0) / kBlock)) {
+            if (kWide && left >= 2 * kBlock) {
+                wino_gemm_wide<1>(v, nt, cin, u, cpo, co0, m);
+                co0 += 2 * kBlock;
+                continue;
+            }
+            const int nb = std::min(4, left / kBlock);
+            switch (nb) {
                 case 4: wino_gemm<4>(v, nt, cin, u, cpo, co0, m); break;
                 case 3: wino_gemm<3>(v, nt, cin, u, cpo, co0, m); break;
                 case 2: wino_gemm<2>(v, nt, cin, u, cpo, co0, m); break;
                 default: wino_gemm<1>(v, nt, cin, u, cpo, co0, m); break;
             }
+            co0 += nb * kBlock;
         }
     }
     const double t2 = prof ? now_s() : 0.0;

@@ -447,22 +447,25 @@ inline void wino_gemm16_block(const float* v, int cin, const float* u, int cout_
         for (int nb = 0; nb < NB; ++nb) store16(m + p * cout_p + 16 * nb, acc[p][nb]);
 }
 
-// 32 (NB = 2) or 16 (NB = 1) output channels from co0.  nt <= 12 tiles (one work
-// item) in a single register block of nt tiles, so the accumulators of a short item
-// still hide the FMA latency (a tile's sums are the same whatever the block size).
+// 48 (NB = 3), 32 (NB = 2) or 16 (NB = 1) output channels from co0.  nt <= 12 tiles
+// (one work item) in a single register block of nt tiles (8 for NB = 3: 24
+// accumulators + 3 weight vectors of the 32 zmm registers), so the accumulators of a
+// short item still hide the FMA latency (a tile's sums are the same whatever the
+// block size).
 template <int NB>
 inline void wino_gemm_wide(const float* v, int nt, int cin, const float* u, int cout_p, int co0,
                            float* m) {
+    constexpr int kMaxP = NB >= 3 ? 8 : 12;
     u += co0;
     m += co0;
-    for (int t = 0; t < nt; t += 12) {
+    for (int t = 0; t < nt; t += kMaxP) {
         const float* vt = v + t * cin;
         float* mt = m + t * cout_p;
-        switch (std::min(12, nt - t)) {
-            case 12: wino_gemm16_block<12, NB>(vt, cin, u, cout_p, mt); break;
-            case 11: wino_gemm16_block<11, NB>(vt, cin, u, cout_p, mt); break;
-            case 10: wino_gemm16_block<10, NB>(vt, cin, u, cout_p, mt); break;
-            case 9: wino_gemm16_block<9, NB>(vt, cin, u, cout_p, mt); break;
+        switch (std::min(kMaxP, nt - t)) {
+            case 12: if constexpr (kMaxP >= 12) wino_gemm16_block<12, NB>(vt, cin, u, cout_p, mt); break;
+            case 11: if constexpr (kMaxP >= 11) wino_gemm16_block<11, NB>(vt, cin, u, cout_p, mt); break;
+            case 10: if constexpr (kMaxP >= 10) wino_gemm16_block<10, NB>(vt, cin, u, cout_p, mt); break;
+            case 9: if constexpr (kMaxP >= 9) wino_gemm16_block<9, NB>(vt, cin, u, cout_p, mt); break;
             case 8: wino_gemm16_block<8, NB>(vt, cin, u, cout_p, mt); break;
             case 7: wino_gemm16_block<7, NB>(vt, cin, u, cout_p, mt); break;
             case 6: wino_gemm16_block<6, NB>(vt, cin, u, cout_p, mt); break;
@@ -560,10 +563,15 @@ void wino_item(const PackedConv& cv, const MapView& in, const MapView& out, Rect
         const float* v = V + xi * vs;
         const float* u = cv.wino.data() + static_cast<size_t>(xi) * cin * cpo;
         float* m = Mb + static_cast<size_t>(xi) * T * cpo;
-        // output channels in blocks: 32 and then 16 at a time on AVX-512 (16-float
-        // vectors), else up to 4 x 8
+        // output channels in blocks: 48 (exactly 48 left), 32 and then 16 at a time on
+        // AVX-512 (16-float vectors), else up to 4 x 8
         for (int co0 = 0; co0 < cpo;) {
             const int left = cpo - co0;
+            if (kWide && left == 6 * kBlock) {
+                wino_gemm_wide<3>(v, nt, cin, u, cpo, co0, m);
+                co0 += 6 * kBlock;
+                continue;
+            }
             if (kWide && left >= 4 * kBlock) {
                 wino_gemm_wide<2>(v, nt, cin, u, cpo, co0, m);
                 co0 += 4 * kBlock;

@@ -72,12 +72,14 @@ def test_generic_kernels_match(monkeypatch):
     np.testing.assert_allclose(fast, generic, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("width", [32, 16, 48, 24])
 @pytest.mark.parametrize("simd", ["generic", "native"])
-def test_winograd_tiles_match_direct(monkeypatch, simd):
+def test_winograd_tiles_match_direct(monkeypatch, simd, width):
     """F(2x2), F(4x4) and the default F(6x6) Winograd convs agree with the direct conv on
     shapes whose last Winograd tiles are partial in both directions (1..5 pixels past the
-    valid rectangle: the maps' bottom/right border rings), untiled and tiled."""
-    config = CONFIGS[0]
+    valid rectangle: the maps' bottom/right border rings), untiled and tiled; widths that
+    take each GEMM register block (AVX-512: 48, 32 and 16 channels; 8-channel blocks)."""
+    config = MSRNetConfig(width=width, depth=10 if width == 32 else 4)
     weights = random_weights(config, 4).weights
     if simd == "generic":
         monkeypatch.setenv("MSRNET_SIMD", "generic")

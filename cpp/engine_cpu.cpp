@@ -166,9 +166,7 @@ PackedConv pack_conv(const std::vector<float>& w, const std::vector<float>& b, i
                                         {1.0 / 45, -1.0 / 90, 1.0 / 180},
                                         {0, 0, 1}};
         const int A = wino_m + 2;
-        auto G = [&](int i, int j) {
-            return wino_m == 2 ? G2[i][j] : wino_m == 4 ? G4[i][j] : G6[i][j];
-        };
+        const double(*G)[3] = wino_m == 2 ? G2 : wino_m == 4 ? G4 : G6;
         pc.wino_m = wino_m;
         pc.wino.assign(static_cast<size_t>(A * A) * cin_slots * pc.cout_p, 0.0f);
         for (int co = 0; co < cout; ++co)
@@ -177,10 +175,10 @@ PackedConv pack_conv(const std::vector<float>& w, const std::vector<float>& b, i
                 double gt[8][3];  // G g
                 for (int i = 0; i < A; ++i)
                     for (int j = 0; j < 3; ++j)
-                        gt[i][j] = G(i, 0) * g[j] + G(i, 1) * g[3 + j] + G(i, 2) * g[6 + j];
+                        gt[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
                 for (int i = 0; i < A; ++i)
                     for (int j = 0; j < A; ++j) {
-                        const double u = gt[i][0] * G(j, 0) + gt[i][1] * G(j, 1) + gt[i][2] * G(j, 2);
+                        const double u = gt[i][0] * G[j][0] + gt[i][1] * G[j][1] + gt[i][2] * G[j][2];
                         pc.wino[(static_cast<size_t>(i * A + j) * cin_slots + ci) * pc.cout_p + co] =
                             static_cast<float>(u);
                     }

@@ -447,6 +447,15 @@ inline void wino_gemm16_block(const float* v, int cin, const float* u, int cout_
         for (int nb = 0; nb < NB; ++nb) store16(m + p * cout_p + 16 * nb, acc[p][nb]);
 }
 
+// wino_gemm16_block<n, NB> for the n = 1 .. P given at run time.
+template <int P, int NB>
+inline void wino_gemm16_upto(int n, const float* v, int cin, const float* u, int cout_p, float* m) {
+    if (n == P)
+        wino_gemm16_block<P, NB>(v, cin, u, cout_p, m);
+    else if constexpr (P > 1)
+        wino_gemm16_upto<P - 1, NB>(n, v, cin, u, cout_p, m);
+}
+
 // 48 (NB = 3), 32 (NB = 2) or 16 (NB = 1) output channels from co0.  nt <= 12 tiles
 // (one work item) in a single register block of nt tiles (8 for NB = 3: 24
 // accumulators + 3 weight vectors of the 32 zmm registers), so the accumulators of a
@@ -458,24 +467,9 @@ inline void wino_gemm_wide(const float* v, int nt, int cin, const float* u, int 
     constexpr int kMaxP = NB >= 3 ? 8 : 12;
     u += co0;
     m += co0;
-    for (int t = 0; t < nt; t += kMaxP) {
-        const float* vt = v + t * cin;
-        float* mt = m + t * cout_p;
-        switch (std::min(kMaxP, nt - t)) {
-            case 12: if constexpr (kMaxP >= 12) wino_gemm16_block<12, NB>(vt, cin, u, cout_p, mt); break;
-            case 11: if constexpr (kMaxP >= 11) wino_gemm16_block<11, NB>(vt, cin, u, cout_p, mt); break;
-            case 10: if constexpr (kMaxP >= 10) wino_gemm16_block<10, NB>(vt, cin, u, cout_p, mt); break;
-            case 9: if constexpr (kMaxP >= 9) wino_gemm16_block<9, NB>(vt, cin, u, cout_p, mt); break;
-            case 8: wino_gemm16_block<8, NB>(vt, cin, u, cout_p, mt); break;
-            case 7: wino_gemm16_block<7, NB>(vt, cin, u, cout_p, mt); break;
-            case 6: wino_gemm16_block<6, NB>(vt, cin, u, cout_p, mt); break;
-            case 5: wino_gemm16_block<5, NB>(vt, cin, u, cout_p, mt); break;
-            case 4: wino_gemm16_block<4, NB>(vt, cin, u, cout_p, mt); break;
-            case 3: wino_gemm16_block<3, NB>(vt, cin, u, cout_p, mt); break;
-            case 2: wino_gemm16_block<2, NB>(vt, cin, u, cout_p, mt); break;
-            default: wino_gemm16_block<1, NB>(vt, cin, u, cout_p, mt); break;
-        }
-    }
+    for (int t = 0; t < nt; t += kMaxP)
+        wino_gemm16_upto<kMaxP, NB>(std::min(kMaxP, nt - t), v + t * cin, cin, u, cout_p,
+                                    m + t * cout_p);
 }
 #else
 template <int NB>

@@ -185,17 +185,28 @@ class m_ours:  # noqa: N801 - a method like the m_* functions, but picklable for
     precision at a few photons, and the baselines' outputs are not rounded either); the
     photo model returns uint16, its only sensible output for such data."""
 
-    def __init__(self, model, binning=None, weights=None):
+    def __init__(self, model, binning=None, weights=None, flat_correction=True):
         self.model, self.binning, self.weights = model, binning, weights
+        self.flat_correction = flat_correction  # False: the ablation (MSRNET_FLAT_CORRECTION=0)
 
     def __call__(self, x, _p):
+        import os
+
         import msrnet_napari
 
         counts = x.astype(np.uint16) if x.max() < 65536 else x
         dtype = np.float32 if self.model == "microscopy" else None
         kw = {} if self.binning is None else {"binning": self.binning}
         kw.update({"model": self.model} if self.weights is None else {"weights": self.weights})
-        return msrnet_napari.enhance(counts, rgb=False, dtype=dtype, **kw).astype(np.float64)
+        old = os.environ.get("MSRNET_FLAT_CORRECTION")
+        os.environ["MSRNET_FLAT_CORRECTION"] = "1" if self.flat_correction else "0"
+        try:
+            return msrnet_napari.enhance(counts, rgb=False, dtype=dtype, **kw).astype(np.float64)
+        finally:
+            if old is None:
+                del os.environ["MSRNET_FLAT_CORRECTION"]
+            else:
+                os.environ["MSRNET_FLAT_CORRECTION"] = old
 
 
 # --------------------------------------------------------------------------- metrics
@@ -306,6 +317,8 @@ def main(argv=None) -> int:
         ("ours (microscopy)", m_ours("microscopy", weights=args.weights), [None]),
         ("ours (microscopy, binning 1)", m_ours("microscopy", binning=1, weights=args.weights),
          [None]),
+        ("ours (microscopy, no flat correction)",
+         m_ours("microscopy", weights=args.weights, flat_correction=False), [None]),
         ("ours (photo)", m_ours("photo"), [None]),
         ("identity", m_identity, [None]),
         ("Gaussian", m_gaussian, [0.5, 0.8, 1.2, 1.8, 2.5, 3.5, 5.0]),

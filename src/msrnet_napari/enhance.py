@@ -32,6 +32,8 @@ from .intensity import (
 )
 from .layout import resolve_layout
 from .linear_intensity import UPPER_CLIP
+from .linearity import enabled as flat_enabled
+from .linearity import flat_response
 from .models import resolve_model
 from .normalize import check_dtype
 
@@ -317,6 +319,7 @@ def _enhance_planes(data: np.ndarray, decision: IntensityDecision, engine, *,
     tiles_x = -(-width // tile)
     band_tiles = [-(-(in1 - in0) // tile) * tiles_x for in0, in1, _, _ in bands]
     report = _JobProgress(layout.n_planes * sum(band_tiles), progress, cancel)
+    flat = flat_response(engine) if decision.linear is not None and flat_enabled() else None
     for i in range(layout.n_planes):
         plane = planes[i]
         for (in0, in1, out0, out1), n_tiles in zip(bands, band_tiles):
@@ -335,6 +338,8 @@ def _enhance_planes(data: np.ndarray, decision: IntensityDecision, engine, *,
             report.finish(n_tiles)
             result = result[out0 - in0:out1 - in0]
             check_finite_output(result)
+            if flat is not None:  # the network's flat-field response undone (linearity.py)
+                result = flat.invert(result)
             io.write(i, result, plane[out0:out1], out[i, out0:out1])
     result = layout.from_planes(out)
     return np.moveaxis(result, 0, -1) if work is not data else result

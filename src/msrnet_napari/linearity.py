@@ -1,0 +1,111 @@
+"""Flat-field linearity correction of the network, for the linear intensity model.
+
+Serves **scientific imagery** only. A restoration must return a flat region at the
+level it came in: the background at the dark level, a flat bright area at its value.
+The network does so only approximately: fed flat fields, the bundled microscopy
+weights return the pedestal (the dark level) ~2e-4 too high and flat areas above the
+reference level up to 3 % too bright (``benchmarks/linearity.py`` prints the curve).
+Against the noise of a typical image that is nothing, but the linear model maps the
+99.9th percentile to a fixed network value, so in a high-dynamic-range image (bright
+cells or stars beside a faint background) the same 2e-4 is several times the
+background's noise: measured, a 16-bit field with a 60,000-count object had its
+background lifted by 5 noise standard deviations.
+
+The fix is a property of the network alone, as a detector's linearity table is: its
+*flat-field response* T(u), the output on a noise-free flat input of value u, is
+measured once per engine on a grid of levels over the whole network range
+(:data:`LEVELS`), and every output value y is mapped through the inverse, T^-1(y), per
+output channel, before it goes back to the data's units. Flat regions are then restored
+at their level to the engine's arithmetic precision; structures keep what the network
+made of them. T is made monotone before inverting (it already is, up to ~1e-6 steps),
+so the correction never reorders intensities. Photos are not corrected: the photo
+model's output is a display image whose tone the network was trained to produce.
+
+``MSRNET_FLAT_CORRECTION=0`` in the environment switches the correction off (for the
+ablation rows of the benchmarks; never needed otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["LEVELS", "FlatResponse", "flat_response", "measure_flat_response", "enabled"]
+
+#: network input levels of the calibration: 0.0025 apart over [0, 1], where the dark level
+#: (0.25) and the reference level (0.65) lie, 0.025 up to the input ceiling (4). The
+#: response has kinks (ReLUs) on a finer scale: linear interpolation between these levels
+#: is within 1.2e-4 of it below 1 and 5.5e-4 above (bundled microscopy weights, against a
+#: 0.001 grid; 0.005 spacing below 1 gave 4.2e-4), against deviations from the identity of
+#: up to ~9e-2
+LEVELS = np.unique(np.concatenate([np.linspace(0.0, 1.0, 401),
+                                   np.linspace(1.0, 4.0, 121)])).astype(np.float32)
+
+
+def enabled() -> bool:
+    """False when ``MSRNET_FLAT_CORRECTION=0`` (ablations)."""
+    return os.environ.get("MSRNET_FLAT_CORRECTION", "1").strip() != "0"
+
+
+@dataclass(frozen=True)
+class FlatResponse:
+    """T(u) of one network: ``response[c, i]`` is output channel c for a flat input of
+    ``levels[i]`` on every input channel; non-decreasing in i."""
+
+    levels: np.ndarray  # (L,) float64
+    response: np.ndarray  # (C, L) float64, non-decreasing along L
+
+    def invert(self, y: np.ndarray) -> np.ndarray:
+        """T^-1 applied to a network output (H x W x C float32): each channel through
+        its own curve; values beyond the calibrated range keep the end's offset."""
+        y = np.asarray(y)
+        out = np.empty(y.shape, np.float32)
+        for c in range(y.shape[-1]):
+            t = self.response[min(c, len(self.response) - 1)]
+            v = y[..., c].astype(np.float64)
+            w = np.interp(v, t, self.levels)
+            low, high = v < t[0], v > t[-1]
+            w[low] = v[low] - (t[0] - self.levels[0])
+            w[high] = v[high] - (t[-1] - self.levels[-1])
+            out[..., c] = w
+        return out
+
+    def max_deviation(self) -> float:
+        """max |T(u) - u| over the grid: how far from linear the network is on flat fields."""
+        return float(np.max(np.abs(self.response - self.levels[None, :])))
+
+
+def measure_flat_response(engine, width: int | None = None) -> FlatResponse:
+    """Run ``engine`` (:class:`msrnet_napari.engine.Engine`) on one strip of flat
+    patches, one per level of :data:`LEVELS`, each wider than the receptive field, and
+    read T(u) at each patch's centre (where the network sees only that level)."""
+    radius = int(engine.receptive_radius)
+    side = width or 2 * radius + 2  # the centre column is > radius from both neighbours
+    rows = 2 * radius + 2
+    strip = np.repeat(LEVELS, side)[None, :].repeat(rows, axis=0)
+    image = np.ascontiguousarray(np.repeat(strip[..., None], 3, axis=-1), dtype=np.float32)
+    out = np.asarray(engine.run(image, threads=1), dtype=np.float64)
+    centre = out[rows // 2, side // 2::side, :]  # (L, C)
+    response = np.maximum.accumulate(centre.T, axis=1)
+    return FlatResponse(levels=LEVELS.astype(np.float64), response=response)
+
+
+_CACHE: "weakref.WeakKeyDictionary[object, FlatResponse]" = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def flat_response(engine) -> FlatResponse:
+    """The engine's :class:`FlatResponse`, measured on first use and kept with the
+    engine (engines are cached per weights and device by :func:`msrnet_napari.enhance`,
+    so each is measured once per process: ~0.1 MP of network work)."""
+    with _LOCK:
+        found = _CACHE.get(engine)
+    if found is None:
+        found = measure_flat_response(engine)
+        with _LOCK:
+            _CACHE[engine] = found
+    return found

@@ -281,3 +281,17 @@ def test_microscopy_model_denoises_linearly_and_keeps_the_background():
     for cy, cx, _ in spots:
         ring = ((yy - cy) ** 2 + (xx - cx) ** 2 >= 100) & ((yy - cy) ** 2 + (xx - cx) ** 2 <= 196)
         assert np.median(out[ring]) >= 100 - noise
+
+
+def test_an_offset_above_the_data_is_refused():
+    """offset= above 99.9 % of the values would return a flat image at the offset (all
+    structure below the dark level): a clear error instead, naming the data's range."""
+    x = (np.random.default_rng(0).poisson(5, (64, 64)) + 100).astype(np.uint16)
+    with pytest.raises(ValueError, match=r"offset=10000 is not below the data.*100\.\.1"):
+        enhance(x, model="microscopy", offset=10000)
+    with pytest.raises(ValueError, match="not below the data"):
+        scaling_for(x, model="microscopy", offset=[10000])
+    out = enhance(x, model="microscopy", offset=100)  # the real offset: fine
+    assert abs(float(out.mean()) - float(x.mean())) < 1.0
+    flat = np.full((32, 32), 120, np.uint16)  # a flat frame at its own offset is no error
+    assert np.all(enhance(flat, model="microscopy", offset=120) == 120)

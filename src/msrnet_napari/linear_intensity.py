@@ -267,6 +267,12 @@ def decide_channel(sample: np.ndarray, *, integer: bool, dark: Optional[float] =
         if not math.isfinite(dark):
             raise ValueError(f"offset must be a finite number, got {dark!r}")
     lo, hi = (float(q) for q in np.percentile(v, [0.1, REFERENCE_PERCENTILE]))
+    if given and dark >= hi and hi > lo:
+        # every structure would lie below the dark level and come back flat at it
+        raise ValueError(f"offset={dark:.6g} is not below the data: {REFERENCE_PERCENTILE:g} % "
+                         f"of the values are at or below {hi:.6g} (range {lo:.6g}..{hi:.6g} "
+                         f"between the 0.1th and {REFERENCE_PERCENTILE:g}th percentiles); the "
+                         f"offset is the dark level (camera offset / background), under the signal")
     if not given:
         # never so high that more than 0.1 % of the values fall below the network's floor
         # (dark - PEDESTAL / SPAN * scale): solve for the dark level that puts p0.1 there

@@ -19,6 +19,7 @@ def microscopy_engine():
 
 def test_response_is_monotone_and_inverts(microscopy_engine):
     flat = measure_flat_response(microscopy_engine)
+    assert flat.usable and flat.min_slope() > 0.7
     assert flat.response.shape == (3, LEVELS.size)
     assert np.all(np.diff(flat.response, axis=1) >= 0)
     # the bundled weights are measurably non-linear on flat fields (what is corrected)
@@ -34,6 +35,23 @@ def test_response_is_monotone_and_inverts(microscopy_engine):
                                   [flat.response[0, -1] + 1, 0, 0]]], np.float32))
     assert ends[0, 0, 0] == pytest.approx(LEVELS[0] - 1, abs=1e-5)
     assert ends[0, 1, 0] == pytest.approx(LEVELS[-1] + 1, abs=1e-5)
+
+
+def test_networks_that_are_no_near_identity_are_left_uncorrected(monkeypatch):
+    """Untrained weights fold the flat response: inverting it would merge intensities."""
+    from msrnet_napari.config import MSRNetConfig
+
+    from conftest import random_weights
+
+    weights = random_weights(MSRNetConfig(depth=2, width=8, intensity="linear"))
+    engine = Engine(weights, device="cpu")
+    measured = measure_flat_response(engine)
+    assert not measured.usable and measured.min_slope() < 0.5
+    assert flat_response(engine) is None
+    x = (100 + np.random.default_rng(0).poisson(20, (40, 40))).astype(np.uint16)
+    a = msrnet_napari.enhance(x, weights=weights, dtype=np.float32)
+    monkeypatch.setenv("MSRNET_FLAT_CORRECTION", "0")
+    np.testing.assert_array_equal(a, msrnet_napari.enhance(x, weights=weights, dtype=np.float32))
 
 
 def test_measured_once_per_engine(microscopy_engine):

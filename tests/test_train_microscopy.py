@@ -190,3 +190,50 @@ def test_grown_checkpoints_compute_the_same_and_fine_tune(data_root, tmp_path):
                             tmp_path / "photo.pt")
     with pytest.raises(SystemExit, match="width and depth may differ"):
         tm.main(args + ["--init-full", str(photo)])
+
+
+def test_noisemse_weighs_crops_by_their_inverse_noise_and_trains(data_root, tmp_path):
+    torch = pytest.importorskip("torch")
+    from msrnet_napari.checkpoint import load_checkpoint
+    from msrnet_napari.training import train_microscopy as tm
+
+    target = torch.zeros((2, 1, 4, 4))
+    noisy = target.clone()
+    noisy[0] += 0.1  # crop 0: noise RMS 0.1; crop 1: 0.01
+    noisy[1] += 0.01
+    out = target.clone()
+    out += 0.02  # the same error on both crops
+    w = 1 / np.sqrt(np.array([0.01, 1e-4]) + tm.LOG_MSE_FLOOR)
+    w /= w.mean()
+    expected = float(np.mean(w * 4e-4))
+    assert float(tm.crop_loss(out, target, "noisemse", noisy=noisy)) == pytest.approx(expected, rel=1e-5)
+    assert w[1] / w[0] == pytest.approx(10, rel=0.01)  # 10x less noise, 10x the weight
+    with pytest.raises(ValueError, match="noisy input"):
+        tm.crop_loss(out, target, "noisemse")
+    run = tmp_path / "noise"
+    args = ["--data", str(data_root), "--out", str(run), "--steps", "2", "--batch", "2",
+            "--crop", "32", "--val-size", "48", "--threads", "1", "--val-every-s", "1e9",
+            "--loss", "noisemse", "--range-share", "0.5"]
+    assert tm.main(args) == 0
+    assert load_checkpoint(run / "last.pt").metadata["step"] == 2
+
+
+def test_other_range_exposures_set_the_scale_elsewhere():
+    """--range-share: a bright object elsewhere in the image makes the crop faint in network
+    units (high dynamic range); a dimmer rest of the image lifts it above the reference."""
+    yy, xx = np.mgrid[:64, :64]
+    clean = 0.05 + np.exp(-((yy - 32) ** 2 + (xx - 32) ** 2) / 100.0)
+    peaks = {"plain": [], "bright": [], "dim": []}
+    for seed in range(30):
+        base = md.synthetic_pair(clean, 64, np.random.default_rng(seed), peak=1000.0)[1].max()
+        peaks["plain"].append(base)
+        for kind, ctx in (("bright", (20.0, 20.0)), ("dim", (0.2, 0.2))):
+            rng = np.random.default_rng(seed)
+            params = md.SensorParams(p_range=1.0, p_spots=0.0, p_hot=0.0,
+                                     bright_share=1.0 if kind == "bright" else 0.0,
+                                     bright_context=ctx, dim_context=ctx)
+            peaks[kind].append(md.synthetic_pair(clean, 64, rng, params, peak=1000.0)[1].max())
+    plain, bright, dim = (np.median(peaks[k]) - PEDESTAL for k in ("plain", "bright", "dim"))
+    assert plain == pytest.approx(SPAN, rel=0.3)  # the crop's peak near the reference level
+    assert bright < plain / 10  # faint beside an object 20x brighter
+    assert dim > 3 * plain  # 5x above the reference level

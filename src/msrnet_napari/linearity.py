@@ -18,7 +18,10 @@ measured once per engine on a grid of levels over the whole network range
 output channel, before it goes back to the data's units. Flat regions are then restored
 at their level to the engine's arithmetic precision; structures keep what the network
 made of them. T is made monotone before inverting (it already is, up to ~1e-6 steps),
-so the correction never reorders intensities. Photos are not corrected: the photo
+so the correction never reorders intensities. A checkpoint whose flat response is not
+close to the identity (slope below :data:`MIN_SLOPE` anywhere from :data:`LIVE_FROM` up, or a deviation
+above :data:`MAX_DEVIATION`: not a restoration model, e.g. untrained weights) is left
+uncorrected: inverting a flat or folded curve would merge intensities. Photos are not corrected: the photo
 model's output is a display image whose tone the network was trained to produce.
 
 ``MSRNET_FLAT_CORRECTION=0`` in the environment switches the correction off (for the
@@ -44,6 +47,15 @@ __all__ = ["LEVELS", "FlatResponse", "flat_response", "measure_flat_response", "
 #: up to ~9e-2
 LEVELS = np.unique(np.concatenate([np.linspace(0.0, 1.0, 401),
                                    np.linspace(1.0, 4.0, 121)])).astype(np.float32)
+
+
+#: the correction applies only to networks whose flat response is a near-identity: slope
+#: at least this between calibration levels from LIVE_FROM up ...
+MIN_SLOPE = 0.5
+#: ... and |T(u) - u| at most this (the bundled microscopy weights: slope >= 0.76 there,
+#: deviation 9.1e-2)
+MAX_DEVIATION = 0.25
+LIVE_FROM = 0.1  # below: 0.375 scale under the dark level, only noise (dead ReLUs, a knee)
 
 
 def enabled() -> bool:
@@ -78,6 +90,17 @@ class FlatResponse:
         """max |T(u) - u| over the grid: how far from linear the network is on flat fields."""
         return float(np.max(np.abs(self.response - self.levels[None, :])))
 
+    def min_slope(self) -> float:
+        """The smallest slope of T between calibration levels from :data:`LIVE_FROM` up."""
+        live = self.levels >= LIVE_FROM
+        return float(np.min(np.diff(self.response[:, live], axis=1)
+                            / np.diff(self.levels[live])[None, :]))
+
+    @property
+    def usable(self) -> bool:
+        """Whether T is the near-identity a restoration model has (see the module doc)."""
+        return self.min_slope() >= MIN_SLOPE and self.max_deviation() <= MAX_DEVIATION
+
 
 def measure_flat_response(engine, width: int | None = None) -> FlatResponse:
     """Run ``engine`` (:class:`msrnet_napari.engine.Engine`) on one strip of flat
@@ -90,22 +113,27 @@ def measure_flat_response(engine, width: int | None = None) -> FlatResponse:
     image = np.ascontiguousarray(np.repeat(strip[..., None], 3, axis=-1), dtype=np.float32)
     out = np.asarray(engine.run(image, threads=1), dtype=np.float64)
     centre = out[rows // 2, side // 2::side, :]  # (L, C)
+    if not np.all(np.isfinite(centre)):
+        centre = np.repeat(LEVELS[:, None].astype(np.float64), out.shape[-1], axis=1) * np.nan
     response = np.maximum.accumulate(centre.T, axis=1)
     return FlatResponse(levels=LEVELS.astype(np.float64), response=response)
 
 
-_CACHE: "weakref.WeakKeyDictionary[object, FlatResponse]" = weakref.WeakKeyDictionary()
+_CACHE: "weakref.WeakKeyDictionary[object, FlatResponse | None]" = weakref.WeakKeyDictionary()
+_MISSING = object()
 _LOCK = threading.Lock()
 
 
-def flat_response(engine) -> FlatResponse:
+def flat_response(engine) -> FlatResponse | None:
     """The engine's :class:`FlatResponse`, measured on first use and kept with the
     engine (engines are cached per weights and device by :func:`msrnet_napari.enhance`,
-    so each is measured once per process: ~0.1 MP of network work)."""
+    so each is measured once per process: 0.3 MP of network work, ~0.15 s on one core);
+    None where it is not :attr:`~FlatResponse.usable` (no correction)."""
     with _LOCK:
-        found = _CACHE.get(engine)
-    if found is None:
-        found = measure_flat_response(engine)
+        found = _CACHE.get(engine, _MISSING)
+    if found is _MISSING:
+        measured = measure_flat_response(engine)
+        found = measured if measured.usable else None
         with _LOCK:
             _CACHE[engine] = found
     return found

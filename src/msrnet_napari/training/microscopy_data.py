@@ -141,6 +141,14 @@ class SensorParams:
     p_spots: float = 0.3
     p_hot: float = 0.2
     context: int = 16384
+    #: share of exposures whose whole image has another dynamic range than the crop's own
+    #: (:func:`_other_range`): the linear model's scale is then set by a much brighter
+    #: object elsewhere (high dynamic range: faint structures with tiny noise in network
+    #: units) or by a dimmer image (the crop's structures far above the reference level)
+    p_range: float = 0.0
+    bright_share: float = 2.0 / 3.0  # of those: a brighter object elsewhere (else: dimmer)
+    bright_context: tuple[float, float] = (3.0, 100.0)  # log-uniform, x the image maximum
+    dim_context: tuple[float, float] = (1.0 / 6.0, 1.0 / 1.5)  # log-uniform, x the image
 
 
 def _logu(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -170,6 +178,22 @@ def _spots(shape, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def _other_range(ctx: np.ndarray, rng: np.random.Generator, params: SensorParams) -> np.ndarray:
+    """The whole image (its context sample) with another dynamic range than the crop:
+    ``bright_share`` of the times (two in three) a bright object on 1 % of it, ``bright_context`` times the image's
+    maximum (it sets the 99.9th percentile, so the crop's structures are faint beside it,
+    and the exposure is shortened to keep it below full scale); else the rest of the image
+    ``dim_context`` times dimmer (the crop holds the brightest structures, up to ~6x the
+    reference level)."""
+    ctx = ctx.copy()
+    if rng.random() < params.bright_share:
+        n = max(32, ctx.size // 100)
+        ctx[:n] = _logu(rng, *params.bright_context) * max(float(ctx.max()), 1e-3)
+    else:
+        ctx *= _logu(rng, *params.dim_context)
+    return ctx
+
+
 def synthetic_pair(clean_image: np.ndarray, crop: int, rng: np.random.Generator,
                    params: SensorParams = SensorParams(), peak: Optional[float] = None,
                    center: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -185,6 +209,8 @@ def synthetic_pair(clean_image: np.ndarray, crop: int, rng: np.random.Generator,
     ctx = clean_image.ravel()[ctx_idx].astype(np.float64)
     if not center and rng.random() < params.p_spots:
         c = c + _spots(c.shape, rng)
+    if not center and params.p_range > 0 and rng.random() < params.p_range:
+        ctx = _other_range(ctx, rng, params)
     if peak is None:
         low = params.p_low > 0 and rng.random() < params.p_low
         peak = _logu(rng, *(params.low_photons if low else params.peak_photons))

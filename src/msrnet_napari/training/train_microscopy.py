@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar=("LO", "HI"),
                    help="log-uniform range of the photons at the brightest clean pixel of the "
                         "synthetic exposures (a regime specialist trains on part of it)")
+    p.add_argument("--range-share", type=float, default=0.0,
+                   help="share of synthetic exposures whose whole image has another dynamic "
+                        "range than the crop (a much brighter object elsewhere, or a dimmer "
+                        "rest of the image): practice for high-dynamic-range data")
     p.add_argument("--val-groups", nargs="+", default=None, metavar="GROUP",
                    help="validation groups (p3 p10 p30 p100 p1000 w2s) whose mean PSNR picks "
                         "best.pt (default: all)")
@@ -67,11 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validate like the product: 'auto' restores each validation crop "
                         "2x2-binned (cycle-spun) where its SNR is below the binning threshold, "
                         "as enhance() does; '1': always at full resolution")
-    p.add_argument("--loss", choices=("mse", "logmse"), default="mse",
+    p.add_argument("--loss", choices=("mse", "logmse", "noisemse"), default="mse",
                    help="'mse': the batch's mean squared error (crops at a few photons, whose "
                         "errors are largest, dominate it); 'logmse': the mean over crops of "
                         "log(MSE + --log-floor), i.e. the mean PSNR per crop - what the validation "
-                        "and eval_microscopy average - so every photon level counts alike")
+                        "and eval_microscopy average - so every photon level counts alike; "
+                        "'noisemse': each crop's MSE weighted by 1 / (its input's noise RMS), "
+                        "normalised over the batch - between the two: a crop with 10x less noise "
+                        "counts 10x more than under 'mse', not 100x")
     p.add_argument("--log-floor", type=float, default=LOG_MSE_FLOOR,
                    help="'logmse': floor added to each crop's MSE (network units; 1e-6 = 60 dB), "
                         "so crops restored better than that stop gaining weight")
@@ -80,13 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def crop_loss(out, target, kind: str, floor: float = LOG_MSE_FLOOR):
-    """The training loss of a batch (torch tensors N x C x H x W); see --loss."""
+def crop_loss(out, target, kind: str, floor: float = LOG_MSE_FLOOR, noisy=None):
+    """The training loss of a batch (torch tensors N x C x H x W); see --loss.
+    ``noisy``: the network's input, for 'noisemse' (each crop's noise is its input's
+    RMS difference from the target)."""
     import torch
 
     if kind == "mse":
         return torch.mean((out - target) ** 2)
-    per_crop = torch.mean((out - target) ** 2, dim=tuple(range(1, out.ndim)))
+    dims = tuple(range(1, out.ndim))
+    per_crop = torch.mean((out - target) ** 2, dim=dims)
+    if kind == "noisemse":
+        if noisy is None:
+            raise ValueError("the 'noisemse' loss needs the noisy input")
+        weight = 1.0 / torch.sqrt(torch.mean((noisy - target) ** 2, dim=dims) + floor)
+        weight = (weight / weight.mean()).detach()
+        return torch.mean(weight * per_crop)
     return torch.mean(torch.log(per_crop + floor))
 
 
@@ -133,7 +149,7 @@ class Trainer:
         data = md.load(a.data, a.photos)
         print(f"data: {len(data.train_clean)} clean + {len(data.train_real)} real train, "
               f"{len(data.val_clean)} clean + {len(data.val_real)} real val", flush=True)
-        params = md.SensorParams(p_low=a.low_photon_share,
+        params = md.SensorParams(p_low=a.low_photon_share, p_range=a.range_share,
                                  peak_photons=(float(a.peak_photons[0]), float(a.peak_photons[1])))
         self.sampler = md.BatchSampler(data, a.crop, seed=a.seed, p_real=a.p_real,
                                        params=params)
@@ -193,7 +209,7 @@ class Trainer:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        loss = crop_loss(self.model(xt), yt, self.args.loss, self.args.log_floor)
+        loss = crop_loss(self.model(xt), yt, self.args.loss, self.args.log_floor, noisy=xt)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()

@@ -17,7 +17,7 @@ Serves **scientific imagery**. Two tables, same run:
    is chosen per row on the scene itself (oracle, by the error against the noise-free
    scene) - the blur keeps the background exactly by construction.
 
-    python benchmarks/linearity.py [--seeds 3]
+    python benchmarks/linearity.py [--seeds 3] [--weights CKPT]
 """
 
 from __future__ import annotations
@@ -58,13 +58,17 @@ def measures(out, x, clean):
     return bias, faint[0], faint[1], bright
 
 
+WEIGHTS = None  # --weights: a linear checkpoint instead of the bundled microscopy model
+
+
 def ours(x, correct: bool):
     import msrnet_napari
 
     old = os.environ.get("MSRNET_FLAT_CORRECTION")
     os.environ["MSRNET_FLAT_CORRECTION"] = "1" if correct else "0"
     try:
-        return msrnet_napari.enhance(x, model="microscopy", dtype=np.float32).astype(np.float64)
+        which = {"model": "microscopy"} if WEIGHTS is None else {"weights": WEIGHTS}
+        return msrnet_napari.enhance(x, dtype=np.float32, **which).astype(np.float64)
     finally:
         if old is None:
             del os.environ["MSRNET_FLAT_CORRECTION"]
@@ -85,7 +89,7 @@ def flat_table() -> list[str]:
     from msrnet_napari.models import model_info
     from msrnet_napari.weights import resolve_weights
 
-    engine = Engine(resolve_weights(model_info("microscopy").path), device="cpu")
+    engine = Engine(resolve_weights(WEIGHTS or model_info("microscopy").path), device="cpu")
     flat = measure_flat_response(engine)
     probe = np.array([0.25, 0.2537, 0.3, 0.4013, 0.65, 0.8261, 1.0, 1.5137, 2.0, 3.0113, 3.5],
                      np.float32)
@@ -105,7 +109,10 @@ def flat_table() -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--weights", help="a linear checkpoint (default: the bundled microscopy model)")
     args = ap.parse_args(argv)
+    global WEIGHTS
+    WEIGHTS = args.weights
     sys.path.insert(0, str(ROOT / "src"))
     print("\n".join(flat_table()))
     rows = {"ours (microscopy)": [], "ours, no flat correction": [], "identity": [],

@@ -16,13 +16,15 @@ The fix is a property of the network alone, as a detector's linearity table is: 
 measured once per engine on a grid of levels over the whole network range
 (:data:`LEVELS`), and every output value y is mapped through the inverse, T^-1(y), per
 output channel, before it goes back to the data's units. Flat regions are then restored
-at their level to the engine's arithmetic precision; structures keep what the network
-made of them. T is made monotone before inverting (it already is, up to ~1e-6 steps),
-so the correction never reorders intensities. A checkpoint whose flat response is not
-close to the identity (slope below :data:`MIN_SLOPE` anywhere from :data:`LIVE_FROM` up, or a deviation
-above :data:`MAX_DEVIATION`: not a restoration model, e.g. untrained weights) is left
-uncorrected: inverting a flat or folded curve would merge intensities. Photos are not corrected: the photo
-model's output is a display image whose tone the network was trained to produce.
+at their level to within the interpolation between the levels (~1e-4, see :data:`LEVELS`);
+structures keep what the network made of them. T is made monotone before inverting (the
+bundled weights' already is above u ~ 0.02, 0.6 scale below the dark level, where dead
+ReLUs make it flat), so the correction never reorders intensities. A checkpoint whose flat
+response is not close to the identity (slope below :data:`MIN_SLOPE` anywhere from
+:data:`LIVE_FROM` up, or a deviation above :data:`MAX_DEVIATION`: not a restoration model,
+e.g. untrained weights) is left uncorrected: inverting a flat or folded curve would merge
+intensities. Photos are not corrected: the photo model's output is a display image whose
+tone the network was trained to produce.
 
 ``MSRNET_FLAT_CORRECTION=0`` in the environment switches the correction off (for the
 ablation rows of the benchmarks; never needed otherwise).

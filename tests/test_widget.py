@@ -497,6 +497,14 @@ def test_widget_microscopy_model_offset_gain_and_preview(make_napari_viewer, qtb
     assert "offset must be" in notes["error"][-1]
     assert widget.status.value.startswith("invalid settings")
 
+    widget.offset.value = "5000"  # above every value of the layer: refused, with its range
+    n_layers = len(viewer.layers)
+    widget.preview()
+    widget.run()
+    _wait(qtbot, widget)
+    assert any("not below the data" in e for e in notes["error"]), notes["error"]
+    assert len(viewer.layers) == n_layers  # nothing written
+
 
 @pytest.mark.gui
 def test_widget_result_keeps_the_fits_header(make_napari_viewer, qtbot, notes, tmp_path):

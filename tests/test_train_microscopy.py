@@ -33,6 +33,12 @@ def data_root(tmp_path):
     return tmp_path
 
 
+def _two_steps(data_root, run) -> list[str]:
+    """msrnet-train-microscopy arguments for a two-step run on the fake data folder."""
+    return ["--data", str(data_root), "--out", str(run), "--steps", "2", "--batch", "2",
+            "--crop", "32", "--val-size", "48", "--threads", "1", "--val-every-s", "1e9"]
+
+
 def test_whole_fields_and_images_are_held_out(data_root):
     data = md.load(data_root)
     train, val = set(data.names["train"]), set(data.names["val"])
@@ -124,9 +130,7 @@ def test_logmse_loss_is_the_mean_log_error_per_crop_and_trains(data_root, tmp_pa
     assert float(g[1] / g[0]) == pytest.approx(ratio, rel=1e-4) and ratio > 9.8
 
     run = tmp_path / "log"
-    args = ["--data", str(data_root), "--out", str(run), "--steps", "2", "--batch", "2",
-            "--crop", "32", "--val-size", "48", "--threads", "1", "--val-every-s", "1e9",
-            "--loss", "logmse", "--log-floor", "1e-5"]
+    args = _two_steps(data_root, run) + ["--loss", "logmse", "--log-floor", "1e-5"]
     assert tm.main(args) == 0
     assert load_checkpoint(run / "last.pt").metadata["step"] == 2
 
@@ -181,8 +185,7 @@ def test_grown_checkpoints_compute_the_same_and_fine_tune(data_root, tmp_path):
     np.testing.assert_allclose(out, ref[0].permute(1, 2, 0).numpy(), atol=1e-5)
 
     run = tmp_path / "tune"
-    args = ["--data", str(data_root), "--out", str(run), "--steps", "2", "--batch", "2",
-            "--crop", "32", "--val-size", "48", "--threads", "1", "--val-every-s", "1e9"]
+    args = _two_steps(data_root, run)
     assert tm.main(args + ["--init-full", str(wide)]) == 0
     tuned = load_checkpoint(run / "last.pt")
     assert (tuned.config.width, tuned.config.depth, tuned.metadata["step"]) == (16, 4, 2)
@@ -211,9 +214,7 @@ def test_noisemse_weighs_crops_by_their_inverse_noise_and_trains(data_root, tmp_
     with pytest.raises(ValueError, match="noisy input"):
         tm.crop_loss(out, target, "noisemse")
     run = tmp_path / "noise"
-    args = ["--data", str(data_root), "--out", str(run), "--steps", "2", "--batch", "2",
-            "--crop", "32", "--val-size", "48", "--threads", "1", "--val-every-s", "1e9",
-            "--loss", "noisemse", "--range-share", "0.5"]
+    args = _two_steps(data_root, run) + ["--loss", "noisemse", "--range-share", "0.5"]
     assert tm.main(args) == 0
     assert load_checkpoint(run / "last.pt").metadata["step"] == 2
 

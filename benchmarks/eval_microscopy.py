@@ -190,23 +190,15 @@ class m_ours:  # noqa: N801 - a method like the m_* functions, but picklable for
         self.flat_correction = flat_correction  # False: the ablation (MSRNET_FLAT_CORRECTION=0)
 
     def __call__(self, x, _p):
-        import os
-
         import msrnet_napari
+        from msrnet_napari.linearity import switched
 
         counts = x.astype(np.uint16) if x.max() < 65536 else x
         dtype = np.float32 if self.model == "microscopy" else None
         kw = {} if self.binning is None else {"binning": self.binning}
         kw.update({"model": self.model} if self.weights is None else {"weights": self.weights})
-        old = os.environ.get("MSRNET_FLAT_CORRECTION")
-        os.environ["MSRNET_FLAT_CORRECTION"] = "1" if self.flat_correction else "0"
-        try:
+        with switched(self.flat_correction):
             return msrnet_napari.enhance(counts, rgb=False, dtype=dtype, **kw).astype(np.float64)
-        finally:
-            if old is None:
-                del os.environ["MSRNET_FLAT_CORRECTION"]
-            else:
-                os.environ["MSRNET_FLAT_CORRECTION"] = old
 
 
 # --------------------------------------------------------------------------- metrics

@@ -23,7 +23,6 @@ Serves **scientific imagery**. Two tables, same run:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -63,17 +62,11 @@ WEIGHTS = None  # --weights: a linear checkpoint instead of the bundled microsco
 
 def ours(x, correct: bool):
     import msrnet_napari
+    from msrnet_napari.linearity import switched
 
-    old = os.environ.get("MSRNET_FLAT_CORRECTION")
-    os.environ["MSRNET_FLAT_CORRECTION"] = "1" if correct else "0"
-    try:
-        which = {"model": "microscopy"} if WEIGHTS is None else {"weights": WEIGHTS}
+    which = {"model": "microscopy"} if WEIGHTS is None else {"weights": WEIGHTS}
+    with switched(correct):
         return msrnet_napari.enhance(x, dtype=np.float32, **which).astype(np.float64)
-    finally:
-        if old is None:
-            del os.environ["MSRNET_FLAT_CORRECTION"]
-        else:
-            os.environ["MSRNET_FLAT_CORRECTION"] = old
 
 
 def gaussian_oracle(x, clean):
@@ -85,7 +78,7 @@ def gaussian_oracle(x, clean):
 
 def flat_table() -> list[str]:
     from msrnet_napari.engine import Engine
-    from msrnet_napari.linearity import measure_flat_response
+    from msrnet_napari.linearity import flat_outputs, measure_flat_response
     from msrnet_napari.models import model_info
     from msrnet_napari.weights import resolve_weights
 
@@ -93,12 +86,9 @@ def flat_table() -> list[str]:
     flat = measure_flat_response(engine)
     probe = np.array([0.25, 0.2537, 0.3, 0.4013, 0.65, 0.8261, 1.0, 1.5137, 2.0, 3.0113, 3.5],
                      np.float32)
-    side = 2 * engine.receptive_radius + 2
-    strip = np.repeat(probe, side)[None, :].repeat(side, axis=0)
-    raw = engine.run(np.ascontiguousarray(np.repeat(strip[..., None], 3, axis=-1)))
-    raw = raw[side // 2, side // 2::side, :][None]  # (1, n, 3)
-    fixed = flat.invert(raw)[0].mean(-1)
-    raw = raw[0].mean(-1)
+    raw = flat_outputs(engine, probe)  # (n, 3)
+    fixed = flat.invert(raw[None].astype(np.float32))[0].mean(-1)
+    raw = raw.mean(-1)
     lines = ["| flat input u | x / reference level | network - u | corrected - u |", "|---|---|---|---|"]
     for u, r, f in zip(probe, raw, fixed):
         lines.append(f"| {u:.4f} | {(u - 0.25) / 0.4:.3f} | {r - u:+.2e} | {f - u:+.2e} |")

@@ -32,14 +32,17 @@ ablation rows of the benchmarks; never needed otherwise).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LEVELS", "FlatResponse", "flat_response", "measure_flat_response", "enabled"]
+__all__ = ["LEVELS", "FlatResponse", "flat_outputs", "flat_response", "measure_flat_response",
+           "enabled", "switched"]
 
 #: network input levels of the calibration: 0.0025 apart over [0, 1], where the dark level
 #: (0.25) and the reference level (0.65) lie, 0.025 up to the input ceiling (4). The
@@ -60,9 +63,27 @@ MAX_DEVIATION = 0.25
 LIVE_FROM = 0.1  # below: 0.375 scale under the dark level, only noise (dead ReLUs, a knee)
 
 
+_SWITCH = "MSRNET_FLAT_CORRECTION"
+
+
 def enabled() -> bool:
     """False when ``MSRNET_FLAT_CORRECTION=0`` (ablations)."""
-    return os.environ.get("MSRNET_FLAT_CORRECTION", "1").strip() != "0"
+    return os.environ.get(_SWITCH, "1").strip() != "0"
+
+
+@contextlib.contextmanager
+def switched(on: bool) -> Iterator[None]:
+    """The correction on or off (``MSRNET_FLAT_CORRECTION``) inside the block, restored
+    afterwards: the benchmarks' ablation rows."""
+    old = os.environ.get(_SWITCH)
+    os.environ[_SWITCH] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[_SWITCH]
+        else:
+            os.environ[_SWITCH] = old
 
 
 @dataclass(frozen=True)
@@ -104,19 +125,26 @@ class FlatResponse:
         return self.min_slope() >= MIN_SLOPE and self.max_deviation() <= MAX_DEVIATION
 
 
-def measure_flat_response(engine, width: int | None = None) -> FlatResponse:
-    """Run ``engine`` (:class:`msrnet_napari.engine.Engine`) on one strip of flat
-    patches, one per level of :data:`LEVELS`, each wider than the receptive field, and
-    read T(u) at each patch's centre (where the network sees only that level)."""
+def flat_outputs(engine, levels: np.ndarray, width: int | None = None) -> np.ndarray:
+    """The raw outputs (L x C float64) of ``engine`` (:class:`msrnet_napari.engine.Engine`)
+    for flat inputs at ``levels``: one strip of flat patches, one per level, each wider
+    than the receptive field, read at each patch's centre (where the network sees only
+    that level)."""
     radius = int(engine.receptive_radius)
     side = width or 2 * radius + 2  # the centre column is > radius from both neighbours
     rows = 2 * radius + 2
-    strip = np.repeat(LEVELS, side)[None, :].repeat(rows, axis=0)
-    image = np.ascontiguousarray(np.repeat(strip[..., None], 3, axis=-1), dtype=np.float32)
+    strip = np.repeat(np.asarray(levels, np.float32), side)[None, :].repeat(rows, axis=0)
+    image = np.ascontiguousarray(np.repeat(strip[..., None], 3, axis=-1))
     out = np.asarray(engine.run(image, threads=1), dtype=np.float64)
-    centre = out[rows // 2, side // 2::side, :]  # (L, C)
+    return out[rows // 2, side // 2::side, :]
+
+
+def measure_flat_response(engine, width: int | None = None) -> FlatResponse:
+    """T(u) of ``engine`` at :data:`LEVELS` (:func:`flat_outputs`), made monotone; all NaN
+    (never :attr:`~FlatResponse.usable`) when the network returns non-finite values."""
+    centre = flat_outputs(engine, LEVELS, width)
     if not np.all(np.isfinite(centre)):
-        centre = np.repeat(LEVELS[:, None].astype(np.float64), out.shape[-1], axis=1) * np.nan
+        centre = np.full_like(centre, np.nan)
     response = np.maximum.accumulate(centre.T, axis=1)
     return FlatResponse(levels=LEVELS.astype(np.float64), response=response)
 

@@ -180,11 +180,11 @@ def _spots(shape, rng: np.random.Generator) -> np.ndarray:
 
 def _other_range(ctx: np.ndarray, rng: np.random.Generator, params: SensorParams) -> np.ndarray:
     """The whole image (its context sample) with another dynamic range than the crop:
-    ``bright_share`` of the times (two in three) a bright object on 1 % of it, ``bright_context`` times the image's
-    maximum (it sets the 99.9th percentile, so the crop's structures are faint beside it,
-    and the exposure is shortened to keep it below full scale); else the rest of the image
-    ``dim_context`` times dimmer (the crop holds the brightest structures, up to ~6x the
-    reference level)."""
+    ``bright_share`` of the times (two in three) a bright object on 1 % of it,
+    ``bright_context`` times the image's maximum (it sets the 99.9th percentile, so the
+    crop's structures are faint beside it, and the exposure is shortened to keep it below
+    full scale); else the rest of the image ``dim_context`` times dimmer (the crop holds
+    the brightest structures, up to ~6x the reference level)."""
     ctx = ctx.copy()
     if rng.random() < params.bright_share:
         n = max(32, ctx.size // 100)

@@ -37,9 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     from msrnet_napari.training.train_microscopy import Trainer
 
     torch.set_num_threads(1)
-    val_set = md.validation_set(md.load(args.data, args.photos), args.val_size)
+    data = md.load(args.data, args.photos)
+    val_sets = {}  # the same crops; with their noise level for noise_input checkpoints
     for path in args.checkpoints:
         ckpt = load_checkpoint(path)
+        told = bool(ckpt.config.noise_input)
+        if told not in val_sets:
+            val_sets[told] = md.validation_set(data, args.val_size, condition=told)
+        val_set = val_sets[told]
         model = MSRNet(ckpt.config)
         model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in ckpt.weights.items()})
         trainer = Trainer(argparse.Namespace(val_binning=args.val_binning, val_groups=None))

@@ -191,7 +191,7 @@ def test_grown_checkpoints_compute_the_same_and_fine_tune(data_root, tmp_path):
     assert (tuned.config.width, tuned.config.depth, tuned.metadata["step"]) == (16, 4, 2)
     photo = save_checkpoint(init_weights(MSRNet(MSRNetConfig(depth=3, width=8))),
                             tmp_path / "photo.pt")
-    with pytest.raises(SystemExit, match="width and depth may differ"):
+    with pytest.raises(SystemExit, match="width, depth and noise_input may differ"):
         tm.main(args + ["--init-full", str(photo)])
 
 
@@ -238,3 +238,33 @@ def test_other_range_exposures_set_the_scale_elsewhere():
     assert plain == pytest.approx(SPAN, rel=0.3)  # the crop's peak near the reference level
     assert bright < plain / 10  # faint beside an object 20x brighter
     assert dim > 3 * plain  # 5x above the reference level
+
+
+def test_noise_input_checkpoints_train_on_the_noise_level(data_root, tmp_path):
+    pytest.importorskip("torch")
+    from msrnet_napari.checkpoint import load_checkpoint
+    from msrnet_napari.config import MSRNetConfig
+    from msrnet_napari.training import train_microscopy as tm
+    from msrnet_napari.training import widen as wd
+    from msrnet_napari.training.model import MSRNet, init_weights, save_checkpoint
+
+    plain = save_checkpoint(init_weights(MSRNet(MSRNetConfig(depth=3, width=8,
+                                                             intensity="linear"))),
+                            tmp_path / "plain.pt")
+    told = tmp_path / "told.pt"
+    assert wd.main([str(plain), str(told), "--noise-input"]) == 0
+    run = tmp_path / "run"
+    assert tm.main(_two_steps(data_root, run) + ["--init-full", str(told)]) == 0
+    tuned = load_checkpoint(run / "last.pt")
+    assert tuned.config.noise_input and tuned.metadata["step"] == 2
+    # the fine-tune moved the weights that read the noise level (they started at zero)
+    fuse = tuned.weights["f1.fuse.weight"][:, :, 0, 0]
+    assert np.abs(fuse[:, 1::3]).max() > 0
+    data = md.load(data_root)
+    sampler = md.BatchSampler(data, 32, seed=1, condition=True)
+    xs, ys, conds = sampler.sample(6)
+    assert conds.shape == (6, 2) and np.all(conds >= 0) and np.all(conds > 0)
+    val = md.validation_set(data, 48, condition=True)
+    plain_val = md.validation_set(data, 48)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(val, plain_val))
+    assert all(len(v) == 4 and len(v[3]) == 2 for v in val)

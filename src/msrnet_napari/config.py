@@ -42,6 +42,12 @@ MAX_GAIN_RULES = ("fixed", "quantisation")
 #: differ from these defaults (so a default config's dict is the one of before)
 PHOTO_EXPOSURE_DEFAULTS = {"exposure_statistic": "mean", "exposure_trim": 0.02,
                            "max_gain_rule": "fixed", "black_step": 0.25, "noise_floor": 0.0}
+#: keys added later still, written only when they differ from these defaults (so older
+#: checkpoints' configs read and write as before)
+LATER_DEFAULTS = {"noise_input": False}
+#: what "noise_input" means: input channels 1 and 2 carry the noise level (constant
+#: planes, network units; msrnet_napari.linear_intensity.noise_condition) instead of
+#: copies of the gray plane; linear models only
 #: intensity models a checkpoint can expect (see msrnet_napari.intensity):
 #: "photo" - sRGB-encoded photos, bit-depth scaling (+ exposure normalisation);
 #: "linear" - linear sensor data (microscopy, astronomy): dark level and robust
@@ -83,6 +89,11 @@ class MSRNetConfig:
     max_gain_rule: str = "fixed"
     black_step: float = 0.25
     noise_floor: float = 0.0
+    # Linear models only: input channels 1 and 2 carry the image's noise level in network
+    # units (background noise, shot noise at the reference level: two constant planes,
+    # msrnet_napari.linear_intensity.noise_condition) instead of copies of channel 0, so
+    # the network need not guess from 11 pixels how noisy the image is.
+    noise_input: bool = False
 
     def __post_init__(self) -> None:
         bases = tuple(float(v) for v in self.log_bases)
@@ -115,6 +126,10 @@ class MSRNetConfig:
         if self.intensity not in INTENSITY_MODELS:
             raise ValueError(f"intensity must be one of {INTENSITY_MODELS}, got "
                              f"{brief_repr(self.intensity)}")
+        if not isinstance(self.noise_input, bool):
+            raise ValueError(f"noise_input must be true or false, got {brief_repr(self.noise_input)}")
+        if self.noise_input and self.intensity != "linear":
+            raise ValueError("noise_input needs the linear intensity model")
         if self.intensity == "linear" and self.exposure_target > 0:
             raise ValueError("the linear intensity model has no exposure normalisation "
                              "(exposure_target must be 0)")
@@ -139,7 +154,7 @@ class MSRNetConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["log_bases"] = list(self.log_bases)
-        for key, default in PHOTO_EXPOSURE_DEFAULTS.items():  # v2 keys only when used
+        for key, default in {**PHOTO_EXPOSURE_DEFAULTS, **LATER_DEFAULTS}.items():  # only when used
             if d[key] == default:
                 del d[key]
         return d
@@ -147,7 +162,7 @@ class MSRNetConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MSRNetConfig":
         known = {*ARCHITECTURE_KEYS, "exposure_target", "exposure_space", "intensity",
-                 *PHOTO_EXPOSURE_DEFAULTS}
+                 *PHOTO_EXPOSURE_DEFAULTS, *LATER_DEFAULTS}
         unknown = set(data) - known
         if unknown:
             raise ValueError("unknown MSR-net config keys: "

@@ -227,6 +227,11 @@ def _checkpoint_for(decision, model, weights, dtype, options) -> Checkpoint:
     if checkpoint.config.intensity != decision.intensity:
         raise ValueError(f"scaling was decided for the {decision.intensity} intensity model, "
                          f"but these weights expect {checkpoint.config.intensity}")
+    wants_noise = bool(checkpoint.config.noise_input)
+    if decision.linear is not None and decision.linear.noise_input != wants_noise:
+        raise ValueError("scaling was decided for weights that " + ("do not read" if wants_noise
+                         else "read") + " the noise level (config noise_input), these "
+                         + ("do" if wants_noise else "do not") + ": decide again with these weights")
     return checkpoint
 
 
@@ -319,9 +324,10 @@ def _enhance_planes(data: np.ndarray, decision: IntensityDecision, engine, *,
     tiles_x = -(-width // tile)
     band_tiles = [-(-(in1 - in0) // tile) * tiles_x for in0, in1, _, _ in bands]
     report = _JobProgress(layout.n_planes * sum(band_tiles), progress, cancel)
-    flat = flat_response(engine) if decision.linear is not None and flat_enabled() else None
+    correct = decision.linear is not None and flat_enabled()
     for i in range(layout.n_planes):
         plane = planes[i]
+        flat = flat_response(engine, io.condition(i)) if correct else None
         for (in0, in1, out0, out1), n_tiles in zip(bands, band_tiles):
             if cancel is not None and cancel.is_set():
                 raise Cancelled("enhancement cancelled")

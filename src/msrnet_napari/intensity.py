@@ -45,7 +45,11 @@ from .linear_intensity import (
     PEDESTAL,
     ChannelMapping,
     LinearMapping,
+    background_noise,
     decide_channel,
+    estimate_dark_level,
+    network_input,
+    signal_noise,
     strided_sample,
 )
 from .normalize import Scaling, check_dtype, choose_scaling, from_unit, to_unit
@@ -153,9 +157,10 @@ def decide(array: Any, checkpoint: Checkpoint, options: IntensityOptions, *,
                 raise ValueError(f"{name} applies to the photo intensity model; the {model} "
                                  "model is linear (use offset= and gain=)")
         decision = IntensityDecision(**base)
-        return replace(decision, linear=_linear_mapping(array, decision, offset=offset, gain=gain,
-                                                        intensity_range=intensity_range,
-                                                        binning=binning))
+        linear = _linear_mapping(array, decision, offset=offset, gain=gain,
+                                 intensity_range=intensity_range, binning=binning)
+        return replace(decision, linear=replace(linear,
+                                                noise_input=checkpoint.config.noise_input))
     for name, value in (("offset", offset), ("gain", gain), ("binning", binning)):
         if value is not None:
             raise ValueError(f"{name} applies to the linear (microscopy) intensity model; the "
@@ -283,17 +288,27 @@ def _linear_mapping(array, decision: IntensityDecision, *, offset, gain, intensi
             if not (np.isfinite(low) and np.isfinite(high) and high > low):
                 raise ValueError(f"intensity_range must be finite with high > low, got "
                                  f"({low:g}, {high:g})")
-            # no noise estimate from a given range: "auto" keeps the full resolution
+            # the range is given, not decided: "auto" keeps the full resolution; the noise
+            # is still estimated (what a noise_input network is told)
             factor = requested_factor(binning) or 1
-            channels.append(ChannelMapping(dark=low, scale=high - low, dark_given=True,
-                                           binning=factor))
+            sample, plane = _sample(view), _noise_plane(view)
+            noise = estimate_dark_level(sample)[1] if sample.size else float("nan")
+            channels.append(ChannelMapping(
+                dark=low, scale=high - low, dark_given=True, binning=factor, noise=noise,
+                signal_noise=signal_noise(plane, low, high - low),
+                background_noise=background_noise(plane)))
             continue
-        nd = view.ndim
-        sample = strided_sample(view, (nd - 2, nd - 1))
-        sample = known_values(np.asarray(sample.compute() if is_dask(sample) else sample))
+        sample = _sample(view)
         channels.append(decide_channel(sample, integer=integer, dark=dark, binning=binning,
                                        plane=_noise_plane(view)))
     return LinearMapping(tuple(channels), gain=1.0 if gain is None else _positive("gain", gain))
+
+
+def _sample(view) -> np.ndarray:
+    """The strided sample of a channel's known values (linear_intensity.strided_sample)."""
+    nd = view.ndim
+    sample = strided_sample(view, (nd - 2, nd - 1))
+    return known_values(np.asarray(sample.compute() if is_dask(sample) else sample))
 
 
 def _noise_plane(view, size: int = 1024) -> np.ndarray:
@@ -350,7 +365,7 @@ class PlaneIO:
             unit = self._channel(i).to_network(block)
             if missing is not None and missing.any():  # missing pixels: the dark level
                 unit[missing] = PEDESTAL
-            return np.ascontiguousarray(np.repeat(unit[..., None], 3, axis=-1))
+            return network_input(unit, self.condition(i))
         if missing is not None and missing.any():
             raise ValueError(NON_FINITE_INPUT)
         p = d.photo
@@ -362,6 +377,15 @@ class PlaneIO:
         if p.exposure_gain != 1.0:
             unit = apply_exposure_gain(unit, p.exposure_gain, p.exposure_space)
         return unit
+
+    def condition(self, i: int) -> Optional[tuple[float, float]]:
+        """The noise level plane ``i``'s network input carries (``noise_input`` models,
+        for the plane's binning factor: ChannelMapping.noise_condition), else None."""
+        linear = self.decision.linear
+        if linear is None or not linear.noise_input:
+            return None
+        channel = self._channel(i)
+        return channel.noise_condition(channel.binning)
 
     def binning(self, i: int) -> int:
         """The binning factor of plane ``i`` (1 = full resolution)."""

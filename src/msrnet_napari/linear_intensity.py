@@ -47,7 +47,7 @@ from .normalize import cast_to
 __all__ = [
     "PEDESTAL", "SPAN", "UPPER_CLIP", "half_sample_mode", "REFERENCE_PERCENTILE", "SAMPLE_PIXELS",
     "ChannelMapping", "LinearMapping", "decide_channel", "estimate_dark_level", "BINNING_SNR",
-    "choose_binning",
+    "choose_binning", "signal_noise", "background_noise", "NOISE_CEILING", "network_input",
     "strided_sample",
 ]
 
@@ -65,6 +65,8 @@ LOWER_CLIP = 0.0  # network input floor: f1's log(1 + v x) needs x > -1/max(v)
 #: hot pixels) enter the network at this value and are passed through unchanged
 #: (only scaled by ``gain``), so they are never saturated nor smeared.
 UPPER_CLIP = 4.0
+#: largest noise level (network units) a noise_input network is told (noise_condition)
+NOISE_CEILING = 2.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,8 @@ class ChannelMapping:
     binning: int = 1  # f: restore f x f binned pixels, cycle-spun (msrnet_napari.binning)
     signal_noise: float = float("nan")  # noise std at the bright structures (signal_noise();
     # NaN when the plane has too few bright pixels: snr then uses the background noise)
+    background_noise: float = float("nan")  # pixel noise std of the background (its Haar HH
+    # detail, background_noise(): blind to dim structure, unlike ``noise``); NaN: no plane
 
     @property
     def snr(self) -> float:
@@ -85,6 +89,18 @@ class ChannelMapping:
         level for shot-noise-limited data): the ratio the binning rule reads."""
         noise = self.signal_noise if self.signal_noise > 0 else self.noise  # NaN: too few
         return self.scale / noise if noise > 0 else math.inf
+
+    def noise_condition(self, factor: int = 1) -> tuple[float, float]:
+        """The noise level a ``noise_input`` network is given, in network units, for its
+        input restored ``factor`` x ``factor`` binned (box means: noise / factor): (pixel
+        noise std of the background - :attr:`background_noise`, else ``noise`` -, noise
+        std at the bright structures - the background's where they are too few to tell),
+        each at most :data:`NOISE_CEILING`."""
+        to_u = SPAN / self.scale
+        noise = self.background_noise if self.background_noise >= 0 else self.noise
+        background = max(noise, 0.0) * to_u if math.isfinite(noise) else 0.0
+        bright = self.signal_noise * to_u if self.signal_noise > 0 else background
+        return (min(background, NOISE_CEILING) / factor, min(bright, NOISE_CEILING) / factor)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.dark) and math.isfinite(self.scale) and self.scale > 0):
@@ -123,6 +139,9 @@ class LinearMapping:
 
     channels: tuple[ChannelMapping, ...]
     gain: float = 1.0
+    #: the checkpoint reads the noise level (config.noise_input): each channel's
+    #: ChannelMapping.noise_condition goes into the network's input channels 1 and 2
+    noise_input: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.gain) and self.gain > 0):
@@ -136,8 +155,14 @@ class LinearMapping:
             text = f"{label}dark {ch.dark:.6g} ({how}), scale {ch.scale:.6g}"
             if ch.binning > 1:
                 text += f", binning {ch.binning}x{ch.binning} (SNR {ch.snr:.3g})"
+            if self.noise_input:
+                bg, bright = ch.noise_condition()
+                text += f", noise {bg:.3g} / {bright:.3g}"
             parts.append(text)
-        return "; ".join(parts) + f"; gain {self.gain:g}"
+        text = "; ".join(parts) + f"; gain {self.gain:g}"
+        if self.noise_input:
+            text += " (noise: background / bright structures, network units)"
+        return text
 
 
 def strided_sample(array: Any, spatial_axes: Sequence[int], limit: int = SAMPLE_PIXELS):
@@ -248,6 +273,44 @@ def signal_noise(plane: np.ndarray, dark: float, scale: float) -> float:
     return float(np.sqrt(np.mean(hh * hh)))
 
 
+def network_input(unit: np.ndarray, condition: Optional[tuple[float, float]] = None
+                  ) -> np.ndarray:
+    """The network's H x W x 3 input for a gray plane of network values: three copies,
+    or (``condition``, for ``noise_input`` models) the plane and two constant planes
+    holding the noise level (:meth:`ChannelMapping.noise_condition`)."""
+    out = np.empty((*unit.shape, 3), np.float32)
+    out[..., 0] = unit
+    if condition is None:
+        out[..., 1] = unit
+        out[..., 2] = unit
+    else:
+        out[..., 1] = condition[0]
+        out[..., 2] = condition[1]
+    return out
+
+
+def background_noise(plane: np.ndarray) -> float:
+    """Pixel noise std of the background of one 2-D plane: the RMS of the diagonal (Haar
+    HH) detail of the darkest 30 % of its 2 x 2 blocks (by their mean), leaving out the
+    largest 1 % of the details. The detail cancels a block's mean and its gradients, so
+    dim structure in the background (dense cells, a sky gradient) does not count as
+    noise, as it does in the spread of the background values (``noise``, from
+    :func:`estimate_dark_level`: up to 5x the pixel noise on the W2S frames). NaN when
+    the plane has fewer than 32 blocks without missing (NaN) pixels."""
+    p = np.asarray(plane, dtype=np.float64)
+    h, w = p.shape[0] // 2 * 2, p.shape[1] // 2 * 2
+    a, b = p[0:h:2, 0:w:2], p[0:h:2, 1:w:2]
+    c, d = p[1:h:2, 0:w:2], p[1:h:2, 1:w:2]
+    mean = (a + b + c + d) / 4
+    known = np.isfinite(mean)  # blocks with a missing (NaN) pixel say nothing
+    if known.sum() < 32:
+        return float("nan")
+    mean, hh = mean[known], np.abs((a - b - c + d) / 2)[known]
+    hh = hh[mean <= np.quantile(mean, LOW_FRACTION)]
+    hh = np.sort(hh)[: max(32, int(hh.size * 0.99))]
+    return float(np.sqrt(np.mean(hh * hh)))
+
+
 def choose_binning(snr: float) -> int:
     """The binning factor for a channel of this signal-to-noise ratio
     (:attr:`ChannelMapping.snr`): 2 below :data:`BINNING_SNR`, else 1."""
@@ -282,7 +345,8 @@ def decide_channel(sample: np.ndarray, *, integer: bool, dark: Optional[float] =
     unit = 1.0 if integer else max(abs(dark), float(np.max(np.abs(v))), 1e-30) * 1e-6
     scale = max(ref, 3.0 * noise, unit)
     sn = signal_noise(plane, dark, scale) if plane is not None else float("nan")
+    bg = background_noise(plane) if plane is not None else float("nan")
     mapping = ChannelMapping(dark=dark, scale=scale, noise=noise, dark_given=given,
-                             signal_noise=sn)
+                             signal_noise=sn, background_noise=bg)
     factor = requested_factor(binning)
     return replace(mapping, binning=choose_binning(mapping.snr) if factor is None else factor)

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .linear_intensity import network_input
+
 __all__ = ["LEVELS", "FlatResponse", "flat_outputs", "flat_response", "measure_flat_response",
            "enabled", "switched"]
 
@@ -125,45 +127,58 @@ class FlatResponse:
         return self.min_slope() >= MIN_SLOPE and self.max_deviation() <= MAX_DEVIATION
 
 
-def flat_outputs(engine, levels: np.ndarray, width: int | None = None) -> np.ndarray:
+def flat_outputs(engine, levels: np.ndarray, width: int | None = None,
+                 condition: tuple[float, float] | None = None) -> np.ndarray:
     """The raw outputs (L x C float64) of ``engine`` (:class:`msrnet_napari.engine.Engine`)
     for flat inputs at ``levels``: one strip of flat patches, one per level, each wider
     than the receptive field, read at each patch's centre (where the network sees only
-    that level)."""
+    that level). ``condition``: the noise level a ``noise_input`` network is told
+    (its input channels 1 and 2, :func:`msrnet_napari.linear_intensity.network_input`)."""
     radius = int(engine.receptive_radius)
     side = width or 2 * radius + 2  # the centre column is > radius from both neighbours
     rows = 2 * radius + 2
     strip = np.repeat(np.asarray(levels, np.float32), side)[None, :].repeat(rows, axis=0)
-    image = np.ascontiguousarray(np.repeat(strip[..., None], 3, axis=-1))
+    image = network_input(strip, condition)
     out = np.asarray(engine.run(image, threads=1), dtype=np.float64)
     return out[rows // 2, side // 2::side, :]
 
 
-def measure_flat_response(engine, width: int | None = None) -> FlatResponse:
-    """T(u) of ``engine`` at :data:`LEVELS` (:func:`flat_outputs`), made monotone; all NaN
-    (never :attr:`~FlatResponse.usable`) when the network returns non-finite values."""
-    centre = flat_outputs(engine, LEVELS, width)
+def measure_flat_response(engine, width: int | None = None,
+                          condition: tuple[float, float] | None = None) -> FlatResponse:
+    """T(u) of ``engine`` at :data:`LEVELS` (:func:`flat_outputs`; for a ``noise_input``
+    network at the noise level ``condition``), made monotone; all NaN (never
+    :attr:`~FlatResponse.usable`) when the network returns non-finite values."""
+    centre = flat_outputs(engine, LEVELS, width, condition)
     if not np.all(np.isfinite(centre)):
         centre = np.full_like(centre, np.nan)
     response = np.maximum.accumulate(centre.T, axis=1)
     return FlatResponse(levels=LEVELS.astype(np.float64), response=response)
 
 
-_CACHE: "weakref.WeakKeyDictionary[object, FlatResponse | None]" = weakref.WeakKeyDictionary()
+#: per engine: {noise level (None for networks without noise_input): response or None}
+_CACHE: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
 _MISSING = object()
 _LOCK = threading.Lock()
+#: noise levels kept per engine (a noise_input network's response depends on the level)
+CACHED_CONDITIONS = 64
 
 
-def flat_response(engine) -> FlatResponse | None:
+def flat_response(engine, condition: tuple[float, float] | None = None) -> FlatResponse | None:
     """The engine's :class:`FlatResponse`, measured on first use and kept with the
     engine (engines are cached per weights and device by :func:`msrnet_napari.enhance`,
-    so each is measured once per process: 0.3 MP of network work, ~0.15 s on one core);
-    None where it is not :attr:`~FlatResponse.usable` (no correction)."""
+    so each is measured once per process: 0.3 MP of network work, ~0.15 s on one core;
+    a ``noise_input`` network once per noise level ``condition``, i.e. per image, since
+    its response depends on it); None where it is not :attr:`~FlatResponse.usable`
+    (no correction)."""
+    key = None if condition is None else tuple(float(f"{c:.4g}") for c in condition)
     with _LOCK:
-        found = _CACHE.get(engine, _MISSING)
+        found = _CACHE.setdefault(engine, {}).get(key, _MISSING)
     if found is _MISSING:
-        measured = measure_flat_response(engine)
+        measured = measure_flat_response(engine, condition=key)
         found = measured if measured.usable else None
         with _LOCK:
-            _CACHE[engine] = found
+            kept = _CACHE.setdefault(engine, {})
+            if len(kept) >= CACHED_CONDITIONS:
+                kept.clear()
+            kept[key] = found
     return found

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -38,13 +38,18 @@ from ..linear_intensity import (
     SPAN,
     UPPER_CLIP,
     ChannelMapping,
+    background_noise,
     decide_channel,
+    signal_noise,
     strided_sample,
 )
 
 #: W2S fields held out for validation (whole fields, all three channels)
 W2S_VAL_FIELDS = frozenset({3, 9, 15, 21, 27, 33, 39, 45, 51, 57})
 DSB_VAL_FRACTION = 0.15
+#: side of the region the noise at the bright structures is measured on (enhance() uses
+#: a central crop of up to 1024 x 1024 of the middle plane; a training image's context)
+NOISE_PLANE = 256
 PHOTON_LEVELS = (3.0, 10.0, 30.0, 100.0, 1000.0)  # fixed validation levels (photons at peak)
 
 
@@ -95,8 +100,15 @@ def fit_affine(reference: np.ndarray, frame: np.ndarray) -> tuple[float, float]:
 
 def real_pair(name: str, noisy: np.ndarray, clean: np.ndarray) -> RealPair:
     a, b = fit_affine(clean, noisy)
-    mapping = decide_channel(strided_sample(noisy, (0, 1)), integer=True)
+    mapping = decide_channel(strided_sample(noisy, (0, 1)), integer=True,
+                             plane=_central(noisy, NOISE_PLANE))
     return RealPair(name, noisy, (a * clean + b).astype(np.float32), mapping)
+
+
+def _central(a: np.ndarray, size: int) -> np.ndarray:
+    h, w = a.shape
+    y0, x0 = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return a[y0:y0 + size, x0:x0 + size]
 
 
 def load(root: str | Path, photos: Optional[str | Path] = None, max_photos: int = 80
@@ -196,8 +208,12 @@ def _other_range(ctx: np.ndarray, rng: np.random.Generator, params: SensorParams
 
 def synthetic_pair(clean_image: np.ndarray, crop: int, rng: np.random.Generator,
                    params: SensorParams = SensorParams(), peak: Optional[float] = None,
-                   center: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(network input, network target) for a crop of a clean image, float32 crop x crop."""
+                   center: bool = False, condition: bool = False):
+    """(network input, network target) for a crop of a clean image, float32 crop x crop;
+    with ``condition`` also the noise level a ``noise_input`` network is given
+    (:meth:`ChannelMapping.noise_condition`), estimated as enhance() does, on a
+    NOISE_PLANE x NOISE_PLANE region around the crop exposed alike (its own random
+    stream, so the pair is the one drawn without ``condition``)."""
     h, w = clean_image.shape
     cs = min(crop, h, w)
     if center:
@@ -230,7 +246,16 @@ def synthetic_pair(clean_image: np.ndarray, crop: int, rng: np.random.Generator,
         noisy[hot[:, 0], hot[:, 1]] = value
         expected[hot[:, 0], hot[:, 1]] = value
     mapping = decide_channel(ctx_noisy, integer=True)
-    return mapping.to_network(noisy), to_target(expected, mapping)
+    x, y = mapping.to_network(noisy), to_target(expected, mapping)
+    if not condition:
+        return x, y
+    r0, c0 = max(0, y0 + cs // 2 - NOISE_PLANE // 2), max(0, x0 + cs // 2 - NOISE_PLANE // 2)
+    region = clean_image[r0:r0 + NOISE_PLANE, c0:c0 + NOISE_PLANE].astype(np.float64)
+    seed = int(kw["offset"] * 1e3) * 1000003 + int(peak * 1e3) + int(kw["adu"] * 1e6)
+    region_noisy, _ = expose(region, np.random.default_rng(seed), **kw)
+    sn = signal_noise(region_noisy, mapping.dark, mapping.scale)
+    told = replace(mapping, signal_noise=sn, background_noise=background_noise(region_noisy))
+    return x, y, told.noise_condition()
 
 
 def to_target(expected: np.ndarray, mapping: ChannelMapping) -> np.ndarray:
@@ -240,8 +265,10 @@ def to_target(expected: np.ndarray, mapping: ChannelMapping) -> np.ndarray:
     return np.clip(u, -PEDESTAL, UPPER_CLIP).astype(np.float32)
 
 
-def real_crop(pair: RealPair, crop: int, rng: np.random.Generator, center: bool = False
-              ) -> tuple[np.ndarray, np.ndarray]:
+def real_crop(pair: RealPair, crop: int, rng: np.random.Generator, center: bool = False,
+              condition: bool = False):
+    """(network input, network target) of a crop of a real pair (with ``condition``: and
+    the pair's noise level, :meth:`ChannelMapping.noise_condition`)."""
     h, w = pair.noisy.shape
     cs = min(crop, h, w)
     if center:
@@ -249,7 +276,8 @@ def real_crop(pair: RealPair, crop: int, rng: np.random.Generator, center: bool 
     else:
         y0, x0 = int(rng.integers(0, h - cs + 1)), int(rng.integers(0, w - cs + 1))
     sl = (slice(y0, y0 + cs), slice(x0, x0 + cs))
-    return pair.mapping.to_network(pair.noisy[sl]), to_target(pair.target[sl], pair.mapping)
+    x, y = pair.mapping.to_network(pair.noisy[sl]), to_target(pair.target[sl], pair.mapping)
+    return (x, y, pair.mapping.noise_condition()) if condition else (x, y)
 
 
 def dihedral(a: np.ndarray, b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -259,45 +287,51 @@ def dihedral(a: np.ndarray, b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
 
 
 class BatchSampler:
-    """Random training batches (N x crop x crop float32 input and target)."""
+    """Random training batches (N x crop x crop float32 input and target; with
+    ``condition``, also N x 2 noise levels, see :func:`synthetic_pair`)."""
 
     def __init__(self, data: MicroscopyData, crop: int, seed: int = 0, p_real: float = 0.3,
-                 params: SensorParams = SensorParams()) -> None:
+                 params: SensorParams = SensorParams(), condition: bool = False) -> None:
         self.data, self.crop, self.p_real, self.params = data, crop, p_real, params
+        self.condition = condition
         self.rng = np.random.default_rng(seed)
         big = [c for c in data.train_clean if min(c.shape) >= crop]
         if not big:
             raise ValueError(f"no training image is at least {crop} pixels on each side")
         self.clean = big
 
-    def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, n: int):
         xs = np.empty((n, self.crop, self.crop), np.float32)
         ys = np.empty_like(xs)
+        conds = np.zeros((n, 2), np.float32)
         for i in range(n):
             if self.data.train_real and self.rng.random() < self.p_real:
                 pair = self.data.train_real[int(self.rng.integers(len(self.data.train_real)))]
-                x, y = real_crop(pair, self.crop, self.rng)
+                got = real_crop(pair, self.crop, self.rng, condition=self.condition)
             else:
                 img = self.clean[int(self.rng.integers(len(self.clean)))]
-                x, y = synthetic_pair(img, self.crop, self.rng, self.params)
-            x, y = dihedral(x, y, int(self.rng.integers(8)))
+                got = synthetic_pair(img, self.crop, self.rng, self.params,
+                                     condition=self.condition)
+            x, y = dihedral(got[0], got[1], int(self.rng.integers(8)))
             xs[i], ys[i] = x, y
-        return xs, ys
+            if self.condition:
+                conds[i] = got[2]
+        return (xs, ys, conds) if self.condition else (xs, ys)
 
 
-def validation_set(data: MicroscopyData, size: int = 192, max_clean: int = 12
-                   ) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Fixed [(label, input, target)]: held-out clean crops at PHOTON_LEVELS, real pairs."""
+def validation_set(data: MicroscopyData, size: int = 192, max_clean: int = 12,
+                   condition: bool = False) -> list[tuple]:
+    """Fixed [(label, input, target)]: held-out clean crops at PHOTON_LEVELS, real pairs
+    (with ``condition``: (label, input, target, noise level); the same crops)."""
     out = []
     n = len(data.val_clean)
     picks = sorted({int(i) for i in np.linspace(0, n - 1, min(max_clean, n))}) if n else []
     for level in PHOTON_LEVELS:
         rng = np.random.default_rng(int(level * 1000) + 7)
         for img in (data.val_clean[i] for i in picks):
-            x, y = synthetic_pair(img, size, rng, peak=level, center=True)
-            out.append((f"p{level:g}", x, y))
+            got = synthetic_pair(img, size, rng, peak=level, center=True, condition=condition)
+            out.append((f"p{level:g}", *got))
     rng = np.random.default_rng(5)
     for pair in data.val_real:
-        x, y = real_crop(pair, size, rng, center=True)
-        out.append(("w2s", x, y))
+        out.append(("w2s", *real_crop(pair, size, rng, center=True, condition=condition)))
     return out

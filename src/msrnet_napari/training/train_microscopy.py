@@ -111,6 +111,24 @@ def cosine_lr(args, progress: float) -> float:
     return lo + 0.5 * (args.lr - lo) * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
 
+def network_inputs(x: np.ndarray, conditions: np.ndarray | None) -> np.ndarray:
+    """N x 3 x H x W network input of a batch of N x H x W crops: three copies, or (the
+    noise_input model) each crop and its N x 2 noise level as two constant planes."""
+    out = np.repeat(x[:, None], 3, axis=1)
+    if conditions is not None:
+        out[:, 1:] = conditions[:, :, None, None]
+    return out
+
+
+def network_input(x: np.ndarray, condition, factor: int = 1) -> np.ndarray:
+    """H x W x 3 input of one crop restored ``factor`` x ``factor`` binned (its noise
+    level divided by ``factor``, as enhance() does: ChannelMapping.noise_condition)."""
+    from ..linear_intensity import network_input as plane_input
+
+    return plane_input(x, None if condition is None
+                       else (condition[0] / factor, condition[1] / factor))
+
+
 def val_binning(x: np.ndarray) -> int:
     """The binning factor enhance() would choose for a validation crop ``x`` (network
     units): the linear model's rule on its signal-to-noise ratio, the network's
@@ -151,9 +169,6 @@ class Trainer:
               f"{len(data.val_clean)} clean + {len(data.val_real)} real val", flush=True)
         params = md.SensorParams(p_low=a.low_photon_share, p_range=a.range_share,
                                  peak_photons=(float(a.peak_photons[0]), float(a.peak_photons[1])))
-        self.sampler = md.BatchSampler(data, a.crop, seed=a.seed, p_real=a.p_real,
-                                       params=params)
-        self.val_set = md.validation_set(data, a.val_size)
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
         payload = None
@@ -168,11 +183,16 @@ class Trainer:
 
             init_full = load_checkpoint(a.init_full)
             # the linear model's config; f2's width and depth may differ (training/widen.py)
-            grown = replace(config, width=init_full.config.width, depth=init_full.config.depth)
+            grown = replace(config, width=init_full.config.width, depth=init_full.config.depth,
+                            noise_input=init_full.config.noise_input)
             if init_full.config != grown:
                 raise SystemExit(f"--init-full: {a.init_full} has config {init_full.config}, "
-                                 f"expected {config} (width and depth may differ)")
+                                 f"expected {config} (width, depth and noise_input may "
+                                 f"differ)")
             config = grown
+        self.sampler = md.BatchSampler(data, a.crop, seed=a.seed, p_real=a.p_real,
+                                       params=params, condition=config.noise_input)
+        self.val_set = md.validation_set(data, a.val_size, condition=config.noise_input)
         torch.manual_seed(a.seed)
         self.model = init_weights(MSRNet(config), seed=a.seed)
         if payload is not None:
@@ -203,8 +223,8 @@ class Trainer:
     def step(self, lr: float) -> float:
         import torch
 
-        x, y = self.sampler.sample(self.args.batch)
-        xt = torch.from_numpy(np.repeat(x[:, None], 3, axis=1))
+        x, y, *cond = self.sampler.sample(self.args.batch)
+        xt = torch.from_numpy(network_inputs(x, cond[0] if cond else None))
         yt = torch.from_numpy(np.repeat(y[:, None], 3, axis=1))
         for g in self.optimizer.param_groups:
             g["lr"] = lr
@@ -233,9 +253,9 @@ class Trainer:
         groups: dict[str, list[float]] = {}
         self.model.eval()
         with torch.no_grad():
-            for label, x, y in self.val_set:
-                u = np.repeat(x[..., None], 3, axis=-1)
+            for label, x, y, *cond in self.val_set:
                 factor = val_binning(x) if self.args.val_binning == "auto" else 1
+                u = network_input(x, cond[0] if cond else None, factor)
                 out = run_binned(run, u, factor, ceiling=UPPER_CLIP).mean(-1)
                 mse = float(np.mean((out - y) ** 2))
                 groups.setdefault(label, []).append(10 * math.log10(1.0 / max(mse, 1e-12)))

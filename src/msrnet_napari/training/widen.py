@@ -8,6 +8,11 @@
   each new 3x3 convolution is the identity on its input (centre tap 1, bias 0; its input is
   a ReLU output, so the ReLU passes it unchanged) and its 1x1 fusion columns are zero. The
   receptive radius grows by one pixel per layer.
+* :func:`add_noise_input`: a linear model's input channels 1 and 2 become the noise level
+  (``config.noise_input``; they were copies of channel 0): f1's fusion weights of channels
+  1 and 2 are added to channel 0's and theirs set to zero, so on the old input (three
+  equal channels) and on the new one alike the output is unchanged; training then learns
+  to read the noise level.
 
 Training code (torch): ``python -m msrnet_napari.training.widen IN.pt OUT.pt --width 48``.
 """
@@ -84,6 +89,23 @@ def deepen(model: MSRNet, new_depth: int) -> MSRNet:
     return deep.eval()
 
 
+def add_noise_input(model: MSRNet) -> MSRNet:
+    """A copy of linear ``model`` with ``noise_input`` (see the module docstring)."""
+    cfg = model.config
+    if cfg.intensity != "linear":
+        raise ValueError("noise_input needs a linear (microscopy) model")
+    if cfg.noise_input:
+        raise ValueError("the model already has noise_input")
+    out = MSRNet(replace(cfg, noise_input=True))
+    out.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        w = out.f1.fuse.weight  # (f1_width, 3 n, 1, 1), scale-major: [M_1(c0, c1, c2), ...]
+        for j in range(cfg.n_scales):
+            w[:, CHANNELS * j] += w[:, CHANNELS * j + 1] + w[:, CHANNELS * j + 2]
+            w[:, CHANNELS * j + 1:CHANNELS * (j + 1)] = 0.0
+    return out.eval()
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,6 +113,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("out")
     p.add_argument("--width", type=int, help="new f2 width")
     p.add_argument("--depth", type=int, help="new f2 depth (K)")
+    p.add_argument("--noise-input", action="store_true",
+                   help="input channels 1, 2 become the noise level (linear models)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     model = model_from_checkpoint(args.checkpoint)
@@ -98,6 +122,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         model = widen(model, args.width, seed=args.seed)
     if args.depth:
         model = deepen(model, args.depth)
+    if args.noise_input:
+        model = add_noise_input(model)
     save_checkpoint(model, args.out, grown_from=str(args.checkpoint))
     cfg = model.config
     print(f"{args.out}: width {cfg.width}, depth {cfg.depth}, receptive radius "

@@ -227,11 +227,10 @@ def _checkpoint_for(decision, model, weights, dtype, options) -> Checkpoint:
     if checkpoint.config.intensity != decision.intensity:
         raise ValueError(f"scaling was decided for the {decision.intensity} intensity model, "
                          f"but these weights expect {checkpoint.config.intensity}")
-    wants_noise = bool(checkpoint.config.noise_input)
-    if decision.linear is not None and decision.linear.noise_input != wants_noise:
-        raise ValueError("scaling was decided for weights that " + ("do not read" if wants_noise
-                         else "read") + " the noise level (config noise_input), these "
-                         + ("do" if wants_noise else "do not") + ": decide again with these weights")
+    if decision.linear is not None and decision.linear.noise_input != checkpoint.config.noise_input:
+        told = "read" if decision.linear.noise_input else "do not read"
+        raise ValueError(f"scaling was decided for weights that {told} the noise level (config "
+                         f"noise_input), these weights differ: decide again with them")
     return checkpoint
 
 

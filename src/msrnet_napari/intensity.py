@@ -157,10 +157,9 @@ def decide(array: Any, checkpoint: Checkpoint, options: IntensityOptions, *,
                 raise ValueError(f"{name} applies to the photo intensity model; the {model} "
                                  "model is linear (use offset= and gain=)")
         decision = IntensityDecision(**base)
-        linear = _linear_mapping(array, decision, offset=offset, gain=gain,
-                                 intensity_range=intensity_range, binning=binning)
-        return replace(decision, linear=replace(linear,
-                                                noise_input=checkpoint.config.noise_input))
+        return replace(decision, linear=_linear_mapping(
+            array, decision, offset=offset, gain=gain, intensity_range=intensity_range,
+            binning=binning, noise_input=checkpoint.config.noise_input))
     for name, value in (("offset", offset), ("gain", gain), ("binning", binning)):
         if value is not None:
             raise ValueError(f"{name} applies to the linear (microscopy) intensity model; the "
@@ -270,7 +269,7 @@ def _positive(name: str, value: Any) -> float:
 # --------------------------------------------------------------------------- linear
 
 def _linear_mapping(array, decision: IntensityDecision, *, offset, gain, intensity_range,
-                    binning=None) -> LinearMapping:
+                    binning=None, noise_input: bool = False) -> LinearMapping:
     layout = decision.layout_for(tuple(array.shape))
     work = np.moveaxis(array, -1, 0) if decision.rgb else array
     if layout.channel_axis is None:
@@ -288,20 +287,23 @@ def _linear_mapping(array, decision: IntensityDecision, *, offset, gain, intensi
             if not (np.isfinite(low) and np.isfinite(high) and high > low):
                 raise ValueError(f"intensity_range must be finite with high > low, got "
                                  f"({low:g}, {high:g})")
-            # the range is given, not decided: "auto" keeps the full resolution; the noise
-            # is still estimated (what a noise_input network is told)
-            factor = requested_factor(binning) or 1
-            sample, plane = _sample(view), _noise_plane(view)
-            noise = estimate_dark_level(sample)[1] if sample.size else float("nan")
-            channels.append(ChannelMapping(
-                dark=low, scale=high - low, dark_given=True, binning=factor, noise=noise,
-                signal_noise=signal_noise(plane, low, high - low),
-                background_noise=background_noise(plane)))
+            # the range is given, not decided: "auto" keeps the full resolution; a
+            # noise_input network is still told the noise, so only then it is estimated
+            mapping = ChannelMapping(dark=low, scale=high - low, dark_given=True,
+                                     binning=requested_factor(binning) or 1)
+            if noise_input:
+                sample, plane = _sample(view), noise_plane(view)
+                mapping = replace(
+                    mapping, noise=estimate_dark_level(sample)[1] if sample.size else float("nan"),
+                    signal_noise=signal_noise(plane, low, high - low),
+                    background_noise=background_noise(plane))
+            channels.append(mapping)
             continue
         sample = _sample(view)
         channels.append(decide_channel(sample, integer=integer, dark=dark, binning=binning,
-                                       plane=_noise_plane(view)))
-    return LinearMapping(tuple(channels), gain=1.0 if gain is None else _positive("gain", gain))
+                                       plane=noise_plane(view)))
+    return LinearMapping(tuple(channels), gain=1.0 if gain is None else _positive("gain", gain),
+                         noise_input=noise_input)
 
 
 def _sample(view) -> np.ndarray:
@@ -311,9 +313,10 @@ def _sample(view) -> np.ndarray:
     return known_values(np.asarray(sample.compute() if is_dask(sample) else sample))
 
 
-def _noise_plane(view, size: int = 1024) -> np.ndarray:
-    """A central crop (at most size x size) of the middle plane: the pixels the binning
-    rule's noise estimate looks at (neighbours are needed, so not the strided sample)."""
+def noise_plane(view, size: int = 1024) -> np.ndarray:
+    """A central crop (at most size x size) of the middle plane: the pixels the noise
+    estimates look at (neighbours are needed, so not the strided sample); the microscopy
+    trainer takes its real pairs' from here too."""
     lead = tuple(n // 2 for n in view.shape[:-2])
     h, w = view.shape[-2:]
     y0, x0 = max(0, (h - size) // 2), max(0, (w - size) // 2)

@@ -260,17 +260,27 @@ def signal_noise(plane: np.ndarray, dark: float, scale: float) -> float:
     variance, while smooth structures (a microscope's blur) give almost none; unlike the
     background noise it grows with the signal's shot noise. NaN when fewer than 32 such
     blocks exist."""
+    mean, detail, top = _haar_blocks(plane)
+    detail = detail[(mean > dark + 0.25 * scale) & (top <= dark + 4.0 * scale)]
+    return _trimmed_rms(detail) if detail.size >= 32 else float("nan")
+
+
+def _haar_blocks(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per 2 x 2 block of a 2-D plane (odd last row / column dropped): its mean, the
+    magnitude of its diagonal (Haar HH) detail |a - b - c + d| / 2 - the pixel noise's
+    std for white noise, about nothing for smooth structure - and its largest pixel."""
     p = np.asarray(plane, dtype=np.float64)
     h, w = p.shape[0] // 2 * 2, p.shape[1] // 2 * 2
     a, b = p[0:h:2, 0:w:2], p[0:h:2, 1:w:2]
     c, d = p[1:h:2, 0:w:2], p[1:h:2, 1:w:2]
     top = np.maximum(np.maximum(a, b), np.maximum(c, d))
-    bright = ((a + b + c + d) / 4 > dark + 0.25 * scale) & (top <= dark + 4.0 * scale)
-    hh = np.abs((a - b - c + d) / 2)[bright]
-    if hh.size < 32:
-        return float("nan")
-    hh = np.sort(hh)[: max(32, int(hh.size * 0.99))]
-    return float(np.sqrt(np.mean(hh * hh)))
+    return (a + b + c + d) / 4, np.abs((a - b - c + d) / 2), top
+
+
+def _trimmed_rms(detail: np.ndarray) -> float:
+    """RMS of block details without their largest 1 % (all of them up to 32)."""
+    detail = np.sort(detail)[: max(32, int(detail.size * 0.99))]
+    return float(np.sqrt(np.mean(detail * detail)))
 
 
 def network_input(unit: np.ndarray, condition: Optional[tuple[float, float]] = None
@@ -297,18 +307,12 @@ def background_noise(plane: np.ndarray) -> float:
     noise, as it does in the spread of the background values (``noise``, from
     :func:`estimate_dark_level`: up to 5x the pixel noise on the W2S frames). NaN when
     the plane has fewer than 32 blocks without missing (NaN) pixels."""
-    p = np.asarray(plane, dtype=np.float64)
-    h, w = p.shape[0] // 2 * 2, p.shape[1] // 2 * 2
-    a, b = p[0:h:2, 0:w:2], p[0:h:2, 1:w:2]
-    c, d = p[1:h:2, 0:w:2], p[1:h:2, 1:w:2]
-    mean = (a + b + c + d) / 4
+    mean, detail, _ = _haar_blocks(plane)
     known = np.isfinite(mean)  # blocks with a missing (NaN) pixel say nothing
     if known.sum() < 32:
         return float("nan")
-    mean, hh = mean[known], np.abs((a - b - c + d) / 2)[known]
-    hh = hh[mean <= np.quantile(mean, LOW_FRACTION)]
-    hh = np.sort(hh)[: max(32, int(hh.size * 0.99))]
-    return float(np.sqrt(np.mean(hh * hh)))
+    mean, detail = mean[known], detail[known]
+    return _trimmed_rms(detail[mean <= np.quantile(mean, LOW_FRACTION)])
 
 
 def choose_binning(snr: float) -> int:

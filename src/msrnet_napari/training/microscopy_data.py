@@ -33,6 +33,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..intensity import noise_plane
 from ..linear_intensity import (
     PEDESTAL,
     SPAN,
@@ -101,14 +102,8 @@ def fit_affine(reference: np.ndarray, frame: np.ndarray) -> tuple[float, float]:
 def real_pair(name: str, noisy: np.ndarray, clean: np.ndarray) -> RealPair:
     a, b = fit_affine(clean, noisy)
     mapping = decide_channel(strided_sample(noisy, (0, 1)), integer=True,
-                             plane=_central(noisy, NOISE_PLANE))
+                             plane=noise_plane(noisy, NOISE_PLANE))
     return RealPair(name, noisy, (a * clean + b).astype(np.float32), mapping)
-
-
-def _central(a: np.ndarray, size: int) -> np.ndarray:
-    h, w = a.shape
-    y0, x0 = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return a[y0:y0 + size, x0:x0 + size]
 
 
 def load(root: str | Path, photos: Optional[str | Path] = None, max_photos: int = 80
